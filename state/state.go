@@ -1,0 +1,254 @@
+// Package state is the on-disk contract between the netalias agent (the only
+// writer) and everything that reads what the agent made: the DNS server's
+// netwatch source, tooling, operators with jq.
+//
+// Layout of a state directory (default /var/lib/netalias):
+//
+//	DIR/lock                 flock(2) taken by every mutating agent command
+//	DIR/networks/NAME.json   one file per network: the network and its endpoints
+//
+// A network file is replaced atomically (temp file in the same directory,
+// fsync, rename, fsync of the directory), so a reader never sees a torn file.
+// Readers should watch DIR/networks (not the files: rename drops a file watch)
+// and ignore names that do not end in ".json" (temp files start with ".").
+//
+// The format is versioned by the Version field; readers refuse versions they
+// do not know. Field names are stable: they are the JSON keys below.
+package state
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Version is the format version this package reads and writes.
+const Version = 1
+
+// DefaultDir is where the agent keeps its state unless told otherwise.
+const DefaultDir = "/var/lib/netalias"
+
+// EnvDir names the environment variable that overrides DefaultDir.
+const EnvDir = "NETALIAS_STATE_DIR"
+
+// NetworksDir is the sub-directory holding one file per network.
+const NetworksDir = "networks"
+
+// FileSuffix ends every network file name.
+const FileSuffix = ".json"
+
+// File is the content of one network file.
+type File struct {
+	Version   int        `json:"version"`
+	Network   Network    `json:"network"`
+	Endpoints []Endpoint `json:"endpoints"`
+	// Leases remembers the last addresses an endpoint name held on this
+	// network, so a container that reconnects under the same name gets them
+	// back (sticky addresses). Keyed by endpoint name.
+	Leases map[string]Lease `json:"leases,omitempty"`
+}
+
+// Network is a bridge network.
+type Network struct {
+	ID       string    `json:"id"`
+	Name     string    `json:"name"`
+	Bridge   string    `json:"bridge"`
+	Subnet   string    `json:"subnet"`            // CIDR, e.g. 172.20.0.0/16
+	Gateway  string    `json:"gateway"`           // address on the bridge
+	Subnet6  string    `json:"subnet6,omitempty"` // empty unless dual-stack
+	Gateway6 string    `json:"gateway6,omitempty"`
+	Internal bool      `json:"internal"`
+	MTU      int       `json:"mtu"`
+	Created  time.Time `json:"created"`
+}
+
+// Endpoint is one container's attachment to a network.
+type Endpoint struct {
+	ID       string   `json:"id"`
+	Name     string   `json:"name"` // DNS label: resolves as NAME.NETWORK
+	Aliases  []string `json:"aliases,omitempty"`
+	Links    []Link   `json:"links,omitempty"`
+	IPv4     string   `json:"ipv4,omitempty"` // address without prefix
+	IPv6     string   `json:"ipv6,omitempty"`
+	MAC      string   `json:"mac"`
+	HostVeth string   `json:"host_veth"` // host-side veth name, on the bridge
+	IfName   string   `json:"ifname"`    // interface name inside the namespace
+	Netns    string   `json:"netns"`     // path of the namespace, e.g. /run/netns/c1
+	// Container identifies the container across networks: endpoints with
+	// the same Container value belong to one container (its namespace).
+	Container string    `json:"container"`
+	Created   time.Time `json:"created"`
+}
+
+// Link is a legacy --link: Alias resolves to endpoint Target for the
+// linking endpoint only.
+type Link struct {
+	Target string `json:"target"`
+	Alias  string `json:"alias"`
+}
+
+// Lease is a remembered address pair.
+type Lease struct {
+	IPv4 string `json:"ipv4,omitempty"`
+	IPv6 string `json:"ipv6,omitempty"`
+}
+
+// NetworksPath returns DIR/networks.
+func NetworksPath(dir string) string { return filepath.Join(dir, NetworksDir) }
+
+// NetworkPath returns the file of network name in dir.
+func NetworkPath(dir, name string) string {
+	return filepath.Join(NetworksPath(dir), name+FileSuffix)
+}
+
+// NetworkNameFromPath returns the network name of a network file path, or
+// "" when the path is not a network file (temp files, other names).
+func NetworkNameFromPath(p string) string {
+	base := filepath.Base(p)
+	if strings.HasPrefix(base, ".") || !strings.HasSuffix(base, FileSuffix) {
+		return ""
+	}
+	return strings.TrimSuffix(base, FileSuffix)
+}
+
+// Dir resolves the state directory: flag value, then $NETALIAS_STATE_DIR,
+// then DefaultDir.
+func Dir(flagValue string) string {
+	if flagValue != "" {
+		return flagValue
+	}
+	if v := os.Getenv(EnvDir); v != "" {
+		return v
+	}
+	return DefaultDir
+}
+
+// CorruptError reports a network file that cannot be used. The file is left
+// as it is for an operator to inspect.
+type CorruptError struct {
+	Path string
+	Err  error
+}
+
+func (e *CorruptError) Error() string {
+	return fmt.Sprintf("corrupt state file %s: %v", e.Path, e.Err)
+}
+
+func (e *CorruptError) Unwrap() error { return e.Err }
+
+// Decode parses and validates a network file's bytes. path is used in errors.
+func Decode(path string, data []byte) (*File, error) {
+	var f File
+	if err := json.Unmarshal(data, &f); err != nil {
+		return nil, &CorruptError{Path: path, Err: err}
+	}
+	if err := f.Validate(); err != nil {
+		return nil, &CorruptError{Path: path, Err: err}
+	}
+	return &f, nil
+}
+
+// Read reads and validates one network file.
+func Read(path string) (*File, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return Decode(path, data)
+}
+
+// Validate checks what a reader relies on: the version, the network's name
+// and subnet, and that every endpoint address parses.
+func (f *File) Validate() error {
+	if f.Version != Version {
+		return fmt.Errorf("unsupported version %d (want %d)", f.Version, Version)
+	}
+	if f.Network.Name == "" {
+		return errors.New("network has no name")
+	}
+	if _, err := netip.ParsePrefix(f.Network.Subnet); err != nil {
+		return fmt.Errorf("network %q: bad subnet: %v", f.Network.Name, err)
+	}
+	for _, ep := range f.Endpoints {
+		if ep.Name == "" {
+			return fmt.Errorf("network %q: endpoint %q has no name", f.Network.Name, ep.ID)
+		}
+		for _, a := range []string{ep.IPv4, ep.IPv6} {
+			if a == "" {
+				continue
+			}
+			if _, err := netip.ParseAddr(a); err != nil {
+				return fmt.Errorf("network %q: endpoint %q: bad address: %v", f.Network.Name, ep.Name, err)
+			}
+		}
+	}
+	return nil
+}
+
+// Encode returns the canonical bytes of f (indented JSON, trailing newline).
+func Encode(f *File) ([]byte, error) {
+	f.Version = Version
+	b, err := json.MarshalIndent(f, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return append(b, '\n'), nil
+}
+
+// WriteAtomic replaces path with data: temp file in the same directory,
+// fsync, rename, fsync of the directory. A crash leaves either the old or the
+// new file, never a torn one.
+func WriteAtomic(path string, data []byte) error {
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	tmpName := tmp.Name()
+	ok := false
+	defer func() {
+		if !ok {
+			tmp.Close()
+			os.Remove(tmpName)
+		}
+	}()
+	if _, err := tmp.Write(data); err != nil {
+		return err
+	}
+	if err := tmp.Chmod(0o644); err != nil {
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmpName, path); err != nil {
+		return err
+	}
+	ok = true
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// Write encodes f and writes it atomically to its place in dir.
+func Write(dir string, f *File) error {
+	if err := os.MkdirAll(NetworksPath(dir), 0o755); err != nil {
+		return err
+	}
+	data, err := Encode(f)
+	if err != nil {
+		return err
+	}
+	return WriteAtomic(NetworkPath(dir, f.Network.Name), data)
+}
