@@ -1,0 +1,75 @@
+# netalias — two commands matter:
+#   make demo   set up everything, run the centos-1/centos-2 demo, clean up
+#   make test   vet, lint, unit tests with -race, integration tests as root
+# Both install what is missing (Debian packages, Go modules) first.
+
+SHELL     := /bin/bash
+GO        ?= go
+BIN       := bin
+GOFLAGS_BUILD := -trimpath -ldflags "-s -w"
+STATICCHECK_VERSION := v0.8.2
+# Debian packages the demo and the tests use (the kernel tools, a resolver
+# client, the reference systems the tests and benchmarks compare against).
+APT_PACKAGES := iproute2 nftables iptables dnsutils iputils-ping jq \
+	podman netavark aardvark-dns runc busybox-static dnsperf
+INTEGRATION_TIMEOUT ?= 25m
+
+.PHONY: all build deps apt-deps go-deps demo test vet lint unit integration image bench clean
+
+all: build
+
+build: $(BIN)/netalias $(BIN)/coredns
+
+$(BIN)/netalias: FORCE
+	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -o $@ ./cmd/netalias
+
+$(BIN)/coredns: FORCE
+	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -o $@ ./cmd/coredns
+
+FORCE:
+
+deps: apt-deps go-deps
+
+# Installs only what is missing, so a prepared machine pays nothing.
+apt-deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "==> installing Debian packages:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+go-deps:
+	$(GO) mod download
+
+demo: deps build
+	./test/demo.sh $(BIN)
+
+vet:
+	$(GO) vet ./...
+
+lint: vet
+	GOFLAGS= $(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+
+# Unit tests everywhere but test/ (which holds the end-to-end tests).
+unit:
+	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v '/test$$')
+
+# End-to-end tests: real binaries, namespaces, CoreDNS, Docker/Podman.
+integration:
+	$(GO) test -count=1 -timeout $(INTEGRATION_TIMEOUT) ./test/
+
+test: deps lint unit integration
+
+# The sidecar image: binaries built here, copied into a FROM scratch image,
+# so no registry is needed.
+image: build
+	docker build -t netalias/sidecar:latest .
+
+bench:
+	./bench/agent.sh
+	./bench/dns.sh
+
+clean:
+	rm -rf $(BIN)
