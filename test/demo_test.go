@@ -13,9 +13,9 @@ import (
 	"github.com/netalias/netalias/internal/testenv"
 )
 
-// hostObjects lists what a run could leave behind: namespaces, bridges,
+// demoHostObjects lists what a run could leave behind: namespaces, bridges,
 // nft tables, /etc/netns entries.
-func hostObjects(t *testing.T) string {
+func demoHostObjects(t *testing.T) string {
 	t.Helper()
 	var out bytes.Buffer
 	for _, args := range [][]string{
@@ -53,7 +53,7 @@ func TestDemo(t *testing.T) {
 	for _, c := range []string{"dig", "nft", "jq", "ping"} {
 		testenv.RequireCommand(t, c)
 	}
-	before := hostObjects(t)
+	before := demoHostObjects(t)
 	out, err := demoCommand(t, "demonet").CombinedOutput()
 	if err != nil {
 		t.Fatalf("demo failed: %v\n%s", err, out)
@@ -69,7 +69,7 @@ func TestDemo(t *testing.T) {
 			t.Errorf("demo output lacks %q:\n%s", want, out)
 		}
 	}
-	if after := hostObjects(t); after != before {
+	if after := demoHostObjects(t); after != before {
 		t.Errorf("demo left objects behind:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
 }
@@ -80,7 +80,7 @@ func TestDemoInterrupted(t *testing.T) {
 	for _, c := range []string{"dig", "nft", "jq", "ping"} {
 		testenv.RequireCommand(t, c)
 	}
-	before := hostObjects(t)
+	before := demoHostObjects(t)
 	cmd := demoCommand(t, "demoint")
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -119,7 +119,7 @@ func TestDemoInterrupted(t *testing.T) {
 		cmd.Process.Kill()
 		t.Fatal("interrupted demo did not exit")
 	}
-	if after := hostObjects(t); after != before {
+	if after := demoHostObjects(t); after != before {
 		t.Errorf("interrupted demo left objects behind:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
 }
