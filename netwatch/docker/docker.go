@@ -1,13 +1,22 @@
 // Package docker is a netwatch source that follows a container runtime
 // through the Docker Engine API (Docker itself, or Podman's compat service):
-// a full listing at start and after every reconnect, then the event stream.
+// a full listing at start and after every reconnect, then the event stream,
+// one event at a time in the order the engine sent them.
 package docker
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log"
 	"strings"
+	"sync/atomic"
+	"time"
 
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/events"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
 
 	"github.com/netalias/netalias/netwatch"
@@ -16,34 +25,278 @@ import (
 // DefaultEndpoint is where Docker listens unless told otherwise.
 const DefaultEndpoint = "unix:///var/run/docker.sock"
 
+// Backoff bounds between reconnection attempts.
+const (
+	minBackoff = 100 * time.Millisecond
+	maxBackoff = 3 * time.Second
+)
+
 // Source follows one engine endpoint.
 type Source struct {
 	endpoint string
 	cli      *client.Client
+
+	// Logf reports connection changes; defaults to the standard logger in
+	// CoreDNS's format. Set it before Run.
+	Logf func(format string, args ...any)
+
+	synced atomic.Bool
+	stale  atomic.Bool
 }
 
-// New returns a source for the engine at endpoint ("unix:///path";
-// "" means DefaultEndpoint). It does not connect: a missing socket is
+// New returns a source for the engine at endpoint ("unix:///PATH"; ""
+// means DefaultEndpoint). It does not connect: a missing socket is
 // retried by Run, not an error here.
 func New(endpoint string) (netwatch.Source, error) {
+	return NewSource(endpoint)
+}
+
+// NewSource is New with the concrete type, for callers that want Synced
+// or Stale.
+func NewSource(endpoint string) (*Source, error) {
 	if endpoint == "" {
 		endpoint = DefaultEndpoint
 	}
-	if !strings.HasPrefix(endpoint, "unix:///") {
-		return nil, fmt.Errorf("docker endpoint %q: want unix:///PATH", endpoint)
+	path, ok := strings.CutPrefix(endpoint, "unix://")
+	if !ok || !strings.HasPrefix(path, "/") || strings.TrimRight(path, "/") == "" {
+		return nil, fmt.Errorf("docker endpoint %q: want unix:///PATH/TO/SOCKET", endpoint)
 	}
 	cli, err := client.NewClientWithOpts(client.WithHost(endpoint), client.WithAPIVersionNegotiation())
 	if err != nil {
 		return nil, fmt.Errorf("docker endpoint %q: %w", endpoint, err)
 	}
-	return &Source{endpoint: endpoint, cli: cli}, nil
+	return &Source{endpoint: endpoint, cli: cli, Logf: func(f string, a ...any) {
+		log.Printf("[INFO] plugin/netalias: "+f, a...)
+	}}, nil
 }
 
 // Name is unique per endpoint, so two engines can feed one sink.
 func (s *Source) Name() string { return "docker:" + s.endpoint }
 
-// Run publishes into sink until ctx is done.
+// Synced reports whether a complete listing has been published at least
+// once.
+func (s *Source) Synced() bool { return s.synced.Load() }
+
+// Stale reports whether the engine is unreachable right now (records are
+// the last known ones).
+func (s *Source) Stale() bool { return s.stale.Load() }
+
+// APIVersion is the API version negotiated with the engine ("" before the
+// first successful connection).
+func (s *Source) APIVersion() string {
+	if !s.synced.Load() {
+		return ""
+	}
+	return s.cli.ClientVersion()
+}
+
+// Run publishes into sink until ctx is done, reconnecting with backoff.
 func (s *Source) Run(ctx context.Context, sink netwatch.Sink) error {
-	<-ctx.Done()
+	defer s.cli.Close()
+	backoff := minBackoff
+	down := false // an outage has been logged
+	for {
+		synced, err := s.session(ctx, sink)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if synced {
+			backoff = minBackoff
+		}
+		if !s.stale.Swap(true) {
+			sink.SetStale(s.Name(), true)
+		}
+		if !down || synced {
+			s.Logf("docker: %s unreachable, serving last known records, retrying: %v", s.endpoint, err)
+			down = true
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, maxBackoff)
+	}
+}
+
+// session connects, resyncs completely and follows events until the
+// stream breaks. synced tells whether the resync was published.
+func (s *Source) session(ctx context.Context, sink netwatch.Sink) (synced bool, err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	pctx, pcancel := context.WithTimeout(ctx, 5*time.Second)
+	_, err = s.cli.Ping(pctx)
+	pcancel()
+	if err != nil {
+		return false, err
+	}
+	// Subscribe before listing, and ask for a little history, so nothing
+	// that happens during the listing is missed. Replayed events are
+	// harmless: every event re-inspects the container's current state.
+	f := filters.NewArgs(filters.Arg("type", string(events.ContainerEventType)), filters.Arg("type", string(events.NetworkEventType)))
+	msgs, errs := s.cli.Events(ctx, events.ListOptions{
+		Since:   fmt.Sprint(time.Now().Add(-2 * time.Second).Unix()),
+		Filters: f,
+	})
+	m, err := s.resync(ctx)
+	if err != nil {
+		return false, err
+	}
+	sink.Replace(s.Name(), m.all())
+	s.synced.Store(true)
+	if s.stale.Swap(false) {
+		sink.SetStale(s.Name(), false)
+		s.Logf("docker: %s reachable again, resynced", s.endpoint)
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return true, ctx.Err()
+		case err := <-errs:
+			if err == nil {
+				err = errors.New("event stream ended")
+			}
+			return true, err
+		case ev := <-msgs:
+			if err := s.handle(ctx, m, sink, ev); err != nil {
+				return true, err
+			}
+		}
+	}
+}
+
+// resync builds a fresh model from a complete listing.
+func (s *Source) resync(ctx context.Context) (*model, error) {
+	list, err := s.cli.ContainerList(ctx, container.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("list containers: %w", err)
+	}
+	m := newModel()
+	for _, c := range list {
+		info, err := s.cli.ContainerInspect(ctx, c.ID)
+		if client.IsErrNotFound(err) {
+			continue // gone since the listing; its events follow
+		}
+		if err != nil {
+			return nil, fmt.Errorf("inspect container %s: %w", shortID(c.ID), err)
+		}
+		if x := fromInspect(info); x != nil {
+			m.set(x.id, x)
+		}
+	}
+	for _, n := range m.networkNames() {
+		s.lookupNetwork(ctx, m, n)
+	}
+	return m, nil
+}
+
+// all publishes the model once, for Replace.
+func (m *model) all() []*netwatch.Network {
+	var out []*netwatch.Network
+	for _, name := range m.networkNames() {
+		out = append(out, m.network(name))
+		m.published[name] = true
+	}
+	return out
+}
+
+// lookupNetwork fills the inspect cache for name. A failure leaves the
+// subnet unknown; names still resolve.
+func (s *Source) lookupNetwork(ctx context.Context, m *model, name string) {
+	if _, ok := m.nets[name]; ok {
+		return
+	}
+	n, err := s.cli.NetworkInspect(ctx, name, network.InspectOptions{})
+	if err != nil {
+		return
+	}
+	m.nets[name] = netInfoFrom(n)
+}
+
+// handle applies one event: re-inspect the container it is about and
+// republish the networks whose records changed. An error ends the session
+// (and so forces a resync).
+func (s *Source) handle(ctx context.Context, m *model, sink netwatch.Sink, ev events.Message) error {
+	var id string
+	switch ev.Type {
+	case events.ContainerEventType:
+		switch ev.Action {
+		case events.ActionStart, events.ActionRestart, events.ActionDie, events.ActionStop,
+			events.ActionDestroy, events.ActionRemove, events.ActionRename, events.ActionUnPause:
+			id = ev.Actor.ID
+		default:
+			return nil
+		}
+	case events.NetworkEventType:
+		switch ev.Action {
+		case events.ActionConnect, events.ActionDisconnect:
+			// Docker: the actor is the network and the container an
+			// attribute; Podman: the actor is the container.
+			id = ev.Actor.Attributes["container"]
+			if id == "" {
+				id = ev.Actor.ID
+			}
+		case events.ActionCreate, events.ActionDestroy, events.ActionRemove:
+			name := ev.Actor.Attributes["name"]
+			delete(m.nets, name)
+			if ev.Action == events.ActionCreate {
+				return nil
+			}
+			s.publish(m, sink, []string{name})
+			return nil
+		default:
+			return nil
+		}
+	default:
+		return nil
+	}
+	if id == "" {
+		return nil
+	}
+	info, err := s.cli.ContainerInspect(ctx, id)
+	var x *ctr
+	switch {
+	case client.IsErrNotFound(err):
+	case err != nil:
+		return fmt.Errorf("inspect container %s: %w", shortID(id), err)
+	default:
+		x = fromInspect(info)
+		id = info.ID // events may carry a short id (Podman)
+	}
+	if x == nil {
+		id = m.resolveID(id)
+	}
+	touched := m.set(id, x)
+	for _, n := range touched {
+		s.lookupNetwork(ctx, m, n)
+	}
+	s.publish(m, sink, touched)
 	return nil
+}
+
+// resolveID maps a possibly short id to the full id the model uses.
+func (m *model) resolveID(id string) string {
+	if _, ok := m.containers[id]; ok {
+		return id
+	}
+	for full := range m.containers {
+		if strings.HasPrefix(full, id) {
+			return full
+		}
+	}
+	return id
+}
+
+// publish sends the current records of the named networks: an update,
+// or a removal once no running container is left on one.
+func (s *Source) publish(m *model, sink netwatch.Sink, names []string) {
+	for _, name := range names {
+		if n := m.network(name); n != nil {
+			sink.Update(s.Name(), n)
+			m.published[name] = true
+		} else if m.published[name] {
+			sink.Remove(s.Name(), name)
+			delete(m.published, name)
+		}
+	}
 }
