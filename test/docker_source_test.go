@@ -1,0 +1,133 @@
+package test
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/netalias/netalias/internal/testenv"
+	"github.com/netalias/netalias/netwatch"
+)
+
+// dockerSubnet picks a /24 in the range reserved for these tests.
+func dockerSubnet() (subnet string, third int) {
+	third = 1 + rand.IntN(250)
+	return fmt.Sprintf("10.203.%d.0/24", third), third
+}
+
+func addrs(ss ...netip.Addr) []netip.Addr {
+	slices.SortFunc(ss, netip.Addr.Compare)
+	return ss
+}
+
+// TestDockerSource follows the scenario at the source's output
+// (the records it hands the DNS server), through a socket proxy that the
+// test cuts to play a daemon that goes away.
+func TestDockerSource(t *testing.T) {
+	testenv.RequireDocker(t)
+	e := engine{bin: "docker"}
+	img := busyboxImage(t, "docker")
+	subnet, third := dockerSubnet()
+	net := e.network(t, "--subnet", subnet)
+
+	proxy := newSockProxy(t, "/var/run/docker.sock")
+	src, sink := startSource(t, proxy.endpoint())
+	eventually(t, 10*time.Second, "first sync", src.Synced)
+	if v := src.APIVersion(); v != "1.41" {
+		t.Errorf("negotiated API version %q, want the engine's 1.41", v)
+	}
+
+	c1 := natestName("centos-1")
+	id1 := e.run(t, c1, "--network", net, "--network-alias", "c1", "--label", "com.docker.compose.service=web", img, "sleep", "600")
+	rep := natestName("web-2")
+	e.run(t, rep, "--network", net, "--label", "com.docker.compose.service=web", img, "sleep", "600")
+	ip1, ipRep := e.ip(t, c1, net), e.ip(t, rep, net)
+	for _, name := range []string{c1, "c1", id1[:12]} {
+		eventually(t, 2*time.Second, name+"."+net+" resolves to "+ip1.String(), func() bool {
+			return slices.Equal(sink.lookup(name, net), []netip.Addr{ip1})
+		})
+	}
+	if got, want := sink.lookup("web", net), addrs(ip1, ipRep); !slices.Equal(got, want) {
+		t.Errorf("compose service web.%s = %v, want both replicas %v", net, got, want)
+	}
+	if ep, _ := sink.endpoint(c1, net); ep.Container != id1 {
+		t.Errorf("endpoint container %q, want id %q", ep.Container, id1)
+	}
+	sink.mu.Lock()
+	n := *sink.nets[net]
+	sink.mu.Unlock()
+	if n.Subnet != netip.MustParsePrefix(subnet) || n.Gateway != netip.MustParseAddr(fmt.Sprintf("10.203.%d.1", third)) {
+		t.Errorf("network record subnet %v gateway %v, want %s and .1", n.Subnet, n.Gateway, subnet)
+	}
+
+	// docker restart: the current address is served.
+	e.must(t, "restart", "-t", "0", c1)
+	eventually(t, 2*time.Second, "after restart, the current address", func() bool {
+		return slices.Equal(sink.lookup(c1, net), []netip.Addr{e.ip(t, c1, net)})
+	})
+
+	// Restart onto another address: someone took the old one meanwhile.
+	e.must(t, "stop", "-t", "0", c1)
+	eventually(t, time.Second, "stopped container gone", func() bool { return sink.lookup(c1, net) == nil })
+	thief := natestName("thief")
+	e.run(t, thief, "--network", net, "--ip", ip1.String(), img, "sleep", "600")
+	e.must(t, "start", c1)
+	ip1b := e.ip(t, c1, net)
+	if ip1b == ip1 {
+		t.Fatalf("container kept %v although another took it", ip1)
+	}
+	eventually(t, 2*time.Second, "new address "+ip1b.String()+" after restart", func() bool {
+		return slices.Equal(sink.lookup(c1, net), []netip.Addr{ip1b})
+	})
+
+	// --link: an alias on the linking container's endpoint only.
+	c2 := natestName("centos-2")
+	e.run(t, c2, "--network", net, "--link", c1+":db", img, "sleep", "600")
+	eventually(t, 2*time.Second, c2+" published with its link", func() bool {
+		ep, ok := sink.endpoint(c2, net)
+		return ok && slices.Equal(ep.Links, []netwatch.Link{{Target: c1, Alias: "db"}})
+	})
+	if ep, _ := sink.endpoint(c1, net); len(ep.Links) != 0 {
+		t.Errorf("link leaked onto the target's endpoint: %v", ep.Links)
+	}
+
+	// The default bridge, which Docker gives no DNS.
+	c3 := natestName("onbridge")
+	e.run(t, c3, img, "sleep", "600")
+	ip3 := e.ip(t, c3, "bridge")
+	eventually(t, 2*time.Second, c3+".bridge resolves", func() bool {
+		return slices.Equal(sink.lookup(c3, "bridge"), []netip.Addr{ip3})
+	})
+
+	// rm -f: gone within a second.
+	e.must(t, "rm", "-f", rep)
+	eventually(t, time.Second, "removed replica dropped from web."+net, func() bool {
+		return slices.Equal(sink.lookup("web", net), []netip.Addr{ip1b})
+	})
+
+	// The engine goes away: records stay, marked stale; a container removed
+	// meanwhile goes on resync, the others stay.
+	proxy.cut()
+	eventually(t, 5*time.Second, "source marked stale", sink.isStale)
+	if got := sink.lookup(c2, net); len(got) != 1 {
+		t.Errorf("while disconnected, %s.%s = %v, want last known record", c2, net, got)
+	}
+	e.must(t, "rm", "-f", c2)
+	time.Sleep(500 * time.Millisecond) // stays cut across a few reconnect attempts
+	proxy.restore(t)
+	eventually(t, 6*time.Second, "resynced, stale cleared", func() bool { return !sink.isStale() })
+	if got := sink.lookup(c2, net); got != nil {
+		t.Errorf("container removed while disconnected still resolves: %v", got)
+	}
+	for name, net := range map[string]string{c1: net, thief: net, c3: "bridge"} {
+		if got := sink.lookup(name, net); len(got) != 1 {
+			t.Errorf("running %s.%s lost across the outage: %v", name, net, got)
+		}
+	}
+	// And events flow again after the reconnect.
+	e.must(t, "rm", "-f", c3)
+	eventually(t, time.Second, "event after reconnect", func() bool { return sink.lookup(c3, "bridge") == nil })
+}
