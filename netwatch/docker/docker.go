@@ -174,7 +174,7 @@ func (s *Source) resync(ctx context.Context) (*model, error) {
 	m := newModel()
 	for _, c := range list {
 		info, err := s.cli.ContainerInspect(ctx, c.ID)
-		if client.IsErrNotFound(err) {
+		if isGone(err) {
 			continue // gone since the listing; its events follow
 		}
 		if err != nil {
@@ -256,7 +256,7 @@ func (s *Source) handle(ctx context.Context, m *model, sink netwatch.Sink, ev ev
 	info, err := s.cli.ContainerInspect(ctx, id)
 	var x *ctr
 	switch {
-	case client.IsErrNotFound(err):
+	case isGone(err):
 	case err != nil:
 		return fmt.Errorf("inspect container %s: %w", shortID(id), err)
 	default:
@@ -299,4 +299,11 @@ func (s *Source) publish(m *model, sink netwatch.Sink, names []string) {
 			delete(m.published, name)
 		}
 	}
+}
+
+// isGone tells whether an inspect failed because the container no longer
+// exists. Podman answers a container in the middle of removal with a 500
+// "no such container" rather than a 404.
+func isGone(err error) bool {
+	return err != nil && (client.IsErrNotFound(err) || strings.Contains(strings.ToLower(err.Error()), "no such container"))
 }

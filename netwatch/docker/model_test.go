@@ -90,7 +90,7 @@ func TestLinks(t *testing.T) {
 	if got, want := c3.endpoints["bridge"].links, []netwatch.Link{{Target: "c4", Alias: "db2"}}; !reflect.DeepEqual(got, want) {
 		t.Errorf("host config links = %v, want %v", got, want)
 	}
-	if got, want := parseLinks([]string{"centos-1", "", ":x", "/a:/b/c"}), []netwatch.Link{{"centos-1", "centos-1"}, {"a", "c"}}; !reflect.DeepEqual(got, want) {
+	if got, want := parseLinks([]string{"centos-1", "", ":x", "/a:/b/c"}), []netwatch.Link{{Target: "centos-1", Alias: "centos-1"}, {Target: "a", Alias: "c"}}; !reflect.DeepEqual(got, want) {
 		t.Errorf("parseLinks = %v, want %v", got, want)
 	}
 }
