@@ -51,6 +51,24 @@ type File struct {
 	// network, so a container that reconnects under the same name gets them
 	// back (sticky addresses). Keyed by endpoint name.
 	Leases map[string]Lease `json:"leases,omitempty"`
+	// PendingDelete lists host-side veths already unplugged from the bridge
+	// (no address, no endpoint) whose kernel deletion is still running in
+	// the background; the agent finishes any left behind. Readers ignore it.
+	PendingDelete []PendingVeth `json:"pending_delete,omitempty"`
+}
+
+// PendingVeth is a host-side veth awaiting deletion.
+type PendingVeth struct {
+	Name  string    `json:"name"`
+	Since time.Time `json:"since"`
+}
+
+// Owner is the process that owns an endpoint's namespace (netalias run):
+// when it is gone, the endpoint and the namespace are reclaimed. StartTime
+// (field 22 of /proc/PID/stat) guards against PID reuse.
+type Owner struct {
+	PID       int    `json:"pid"`
+	StartTime uint64 `json:"start_time"`
 }
 
 // Network is a bridge network.
@@ -83,6 +101,8 @@ type Endpoint struct {
 	// the same Container value belong to one container (its namespace).
 	Container string    `json:"container"`
 	Created   time.Time `json:"created"`
+	// Owner is set for namespaces made by `netalias run`.
+	Owner *Owner `json:"owner,omitempty"`
 }
 
 // Link is a legacy --link: Alias resolves to endpoint Target for the

@@ -1,0 +1,124 @@
+package agent
+
+import (
+	"context"
+	"log"
+	"strings"
+	"time"
+
+	"github.com/netalias/netalias/agent/events"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Daemon is the long-running agent: it serves the event stream on
+// DIR/agent.sock and reconciles whenever one of our veths disappears
+// (netlink) and every few seconds (owners that died, pending deletions).
+type Daemon struct {
+	srv *events.Server
+	m   *Manager
+}
+
+// NewDaemon opens the state directory and the event socket. Options.Emit
+// and Options.Reap are set by the daemon (it reaps in-process).
+func NewDaemon(o Options) (*Daemon, error) {
+	d := &Daemon{}
+	o.Emit = func(ev events.Event) { d.srv.Emit(ev) }
+	m, err := New(o)
+	if err != nil {
+		return nil, err
+	}
+	srv, err := events.Listen(events.SocketPath(m.StateDir()))
+	if err != nil {
+		return nil, err
+	}
+	d.srv, d.m = srv, m
+	// Reaping happens in the daemon's own loop, off the request path.
+	m.reap = func() {}
+	return d, nil
+}
+
+// Manager returns the daemon's manager.
+func (d *Daemon) Manager() *Manager { return d.m }
+
+// Run serves until ctx is done.
+func (d *Daemon) Run(ctx context.Context, interval time.Duration) error {
+	go d.srv.Serve(ctx)
+	kick := make(chan struct{}, 1)
+	go d.watchLinks(ctx, kick)
+	d.cycle()
+	// The firewall may have been flushed while no agent ran (a Docker
+	// restart rewrites FORWARD): put our rules back.
+	if snap, err := d.m.store.Load(); err == nil {
+		if err := d.m.syncFirewall(snap); err != nil {
+			log.Printf("netalias agent: firewall: %v", err)
+		}
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		case <-kick:
+		}
+		d.cycle()
+	}
+}
+
+func (d *Daemon) cycle() {
+	if err := d.m.Reconcile(); err != nil {
+		log.Printf("netalias agent: reconcile: %v", err)
+	}
+	if err := d.m.Reap(); err != nil {
+		log.Printf("netalias agent: reap: %v", err)
+	}
+}
+
+// watchLinks kicks a reconcile when a veth of ours is deleted. Any receive
+// error closes the subscription: resubscribe (ListExisting is not needed:
+// a full reconcile follows every kick).
+func (d *Daemon) watchLinks(ctx context.Context, kick chan<- struct{}) {
+	for ctx.Err() == nil {
+		ch := make(chan netlink.LinkUpdate, 256)
+		done := make(chan struct{})
+		err := netlink.LinkSubscribeWithOptions(ch, done, netlink.LinkSubscribeOptions{
+			ErrorCallback: func(error) {},
+		})
+		if err != nil {
+			log.Printf("netalias agent: link subscription: %v", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+				continue
+			}
+		}
+	recv:
+		for {
+			select {
+			case <-ctx.Done():
+				close(done)
+				for range ch {
+				}
+				return
+			case u, ok := <-ch:
+				if !ok {
+					break recv
+				}
+				if u.Header.Type == unix.RTM_DELLINK && strings.HasPrefix(u.Attrs().Name, "nav") {
+					select {
+					case kick <- struct{}{}:
+					default:
+					}
+				}
+			}
+		}
+		close(done)
+		select { // resync after a lost subscription
+		case kick <- struct{}{}:
+		default:
+		}
+	}
+}

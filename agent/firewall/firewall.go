@@ -1,0 +1,256 @@
+// Package firewall renders the nftables rules of a state directory's
+// networks: masquerade for outbound traffic, isolation between networks,
+// no way out of internal networks. Everything lives in one inet table of
+// our own, regenerated in a single transaction. Where the host's `filter`
+// FORWARD chain drops by policy (Docker leaves it so), a few accept rules
+// for our bridges are added there too, each marked with a comment naming
+// our table and the bridge; nothing else in that chain is touched.
+package firewall
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net/netip"
+	"path/filepath"
+	"strings"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
+	"github.com/google/nftables/userdata"
+	"golang.org/x/sys/unix"
+)
+
+// BridgePrefix starts every netalias bridge name; isolation drops traffic
+// from one of our bridges to any other bridge with this prefix.
+const BridgePrefix = "na-"
+
+// DefaultTable is the table of the default state directory.
+const DefaultTable = "netalias"
+
+// TableName returns the table of a state directory: "netalias" for the
+// default one, "netalias-<8 hex of sha256(abs dir)>" otherwise, so
+// separate state directories (tests) never wipe each other's rules.
+func TableName(stateDir, defaultDir string) string {
+	abs, err := filepath.Abs(stateDir)
+	if err != nil {
+		abs = stateDir
+	}
+	if abs == defaultDir {
+		return DefaultTable
+	}
+	sum := sha256.Sum256([]byte(abs))
+	return DefaultTable + "-" + hex.EncodeToString(sum[:4])
+}
+
+// Net is what the rules need to know about one network.
+type Net struct {
+	Bridge   string
+	Subnet   netip.Prefix
+	Subnet6  netip.Prefix
+	Internal bool
+}
+
+// comment marks our rules in foreign chains: "netalias:TABLE:BRIDGE".
+func comment(table, bridge string) string { return "netalias:" + table + ":" + bridge }
+
+// Sync makes the kernel's rules match nets, in one transaction: our table
+// is replaced whole (removed when nets is empty) and our marked rules in
+// the host's dropping FORWARD chains are replaced.
+func Sync(table string, nets []Net) error {
+	c, err := nftables.New()
+	if err != nil {
+		return fmt.Errorf("nftables: %w", err)
+	}
+	t := &nftables.Table{Name: table, Family: nftables.TableFamilyINet}
+	// Add-then-delete removes the table whether or not it exists, inside
+	// the same batch as its replacement.
+	c.AddTable(t)
+	c.DelTable(t)
+	if len(nets) > 0 {
+		c.AddTable(t)
+		fwd := c.AddChain(&nftables.Chain{Name: "forward", Table: t, Type: nftables.ChainTypeFilter,
+			Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter, Policy: policy(nftables.ChainPolicyAccept)})
+		post := c.AddChain(&nftables.Chain{Name: "postrouting", Table: t, Type: nftables.ChainTypeNAT,
+			Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource, Policy: policy(nftables.ChainPolicyAccept)})
+		for _, n := range nets {
+			ud := userdata.Append(nil, userdata.TypeComment, append([]byte(comment(table, n.Bridge)), 0))
+			add := func(ch *nftables.Chain, ex ...expr.Any) {
+				c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: ex, UserData: ud})
+			}
+			// Isolation: nothing from this bridge to another netalias bridge.
+			add(fwd, cat(ifname(expr.MetaKeyIIFNAME, n.Bridge, true), ifprefix(expr.MetaKeyOIFNAME, BridgePrefix),
+				ifname(expr.MetaKeyOIFNAME, n.Bridge, false), verdict(expr.VerdictDrop))...)
+			if n.Internal {
+				add(fwd, cat(ifname(expr.MetaKeyIIFNAME, n.Bridge, true), ifname(expr.MetaKeyOIFNAME, n.Bridge, false), verdict(expr.VerdictDrop))...)
+				add(fwd, cat(ifname(expr.MetaKeyOIFNAME, n.Bridge, true), ifname(expr.MetaKeyIIFNAME, n.Bridge, false), verdict(expr.VerdictDrop))...)
+				continue
+			}
+			for _, s := range []netip.Prefix{n.Subnet, n.Subnet6} {
+				if s.IsValid() {
+					add(post, cat(saddr(s), ifname(expr.MetaKeyOIFNAME, n.Bridge, false), []expr.Any{&expr.Masq{}})...)
+				}
+			}
+		}
+	}
+	if err := hostForward(c, table, nets); err != nil {
+		return err
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("nftables transaction for table %s: %w", table, err)
+	}
+	return nil
+}
+
+// hostForward queues the replacement of our marked rules in every
+// `filter` FORWARD chain (ip, ip6) whose policy is drop.
+func hostForward(c *nftables.Conn, table string, nets []Net) error {
+	for _, fam := range []nftables.TableFamily{nftables.TableFamilyIPv4, nftables.TableFamilyIPv6} {
+		chains, err := c.ListChainsOfTableFamily(fam)
+		if err != nil {
+			return fmt.Errorf("list nftables chains: %w", err)
+		}
+		for _, ch := range chains {
+			if ch.Table.Name != "filter" || ch.Name != "FORWARD" || ch.Hooknum == nil || *ch.Hooknum != *nftables.ChainHookForward {
+				continue
+			}
+			rules, err := c.GetRules(ch.Table, ch)
+			if err != nil {
+				return fmt.Errorf("list rules of %s filter FORWARD: %w", famName(fam), err)
+			}
+			prefix := "netalias:" + table + ":"
+			for _, r := range rules {
+				if strings.HasPrefix(ruleComment(r), prefix) {
+					if err := c.DelRule(r); err != nil {
+						return err
+					}
+				}
+			}
+			if ch.Policy == nil || *ch.Policy != nftables.ChainPolicyDrop {
+				continue // nothing to open: traffic already flows
+			}
+			for _, n := range nets {
+				ud := userdata.Append(nil, userdata.TypeComment, append([]byte(comment(table, n.Bridge)), 0))
+				add := func(ex ...expr.Any) {
+					c.AddRule(&nftables.Rule{Table: ch.Table, Chain: ch, Exprs: ex, UserData: ud})
+				}
+				// Inside one network: -i BR -o BR -j ACCEPT.
+				add(cat(ifname(expr.MetaKeyIIFNAME, n.Bridge, true), ifname(expr.MetaKeyOIFNAME, n.Bridge, true), verdict(expr.VerdictAccept))...)
+				if n.Internal {
+					continue
+				}
+				// Out: -i BR ! -o BR -j ACCEPT; replies: -o BR --ctstate RELATED,ESTABLISHED -j ACCEPT.
+				add(cat(ifname(expr.MetaKeyIIFNAME, n.Bridge, true), ifname(expr.MetaKeyOIFNAME, n.Bridge, false), verdict(expr.VerdictAccept))...)
+				add(cat(ifname(expr.MetaKeyOIFNAME, n.Bridge, true), established(), verdict(expr.VerdictAccept))...)
+			}
+		}
+	}
+	return nil
+}
+
+// HostForwardRules counts our marked rules in the host's filter FORWARD
+// chains (for tests and diagnostics).
+func HostForwardRules(table string) (int, error) {
+	c, err := nftables.New()
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, fam := range []nftables.TableFamily{nftables.TableFamilyIPv4, nftables.TableFamilyIPv6} {
+		chains, err := c.ListChainsOfTableFamily(fam)
+		if err != nil {
+			return 0, err
+		}
+		for _, ch := range chains {
+			if ch.Table.Name != "filter" || ch.Name != "FORWARD" {
+				continue
+			}
+			rules, err := c.GetRules(ch.Table, ch)
+			if err != nil {
+				return 0, err
+			}
+			for _, r := range rules {
+				if strings.HasPrefix(ruleComment(r), "netalias:"+table+":") {
+					n++
+				}
+			}
+		}
+	}
+	return n, nil
+}
+
+func famName(f nftables.TableFamily) string {
+	if f == nftables.TableFamilyIPv6 {
+		return "ip6"
+	}
+	return "ip"
+}
+
+func ruleComment(r *nftables.Rule) string {
+	b := userdata.Get(r.UserData, userdata.TypeComment)
+	return strings.TrimRight(string(b), "\x00")
+}
+
+func policy(p nftables.ChainPolicy) *nftables.ChainPolicy { return &p }
+
+func cat(parts ...[]expr.Any) []expr.Any {
+	var out []expr.Any
+	for _, p := range parts {
+		out = append(out, p...)
+	}
+	return out
+}
+
+// ifname matches an interface name exactly (eq) or not (neq), the way nft
+// and iptables-nft encode it: the name and its NUL terminator.
+func ifname(key expr.MetaKey, name string, eq bool) []expr.Any {
+	op := expr.CmpOpEq
+	if !eq {
+		op = expr.CmpOpNeq
+	}
+	return []expr.Any{
+		&expr.Meta{Key: key, Register: 1},
+		&expr.Cmp{Op: op, Register: 1, Data: append([]byte(name), 0)},
+	}
+}
+
+// ifprefix matches interface names starting with p ("na-*" in nft).
+func ifprefix(key expr.MetaKey, p string) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: key, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte(p)},
+	}
+}
+
+func verdict(k expr.VerdictKind) []expr.Any { return []expr.Any{&expr.Verdict{Kind: k}} }
+
+func established() []expr.Any {
+	return []expr.Any{
+		&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitESTABLISHED | expr.CtStateBitRELATED),
+			Xor:  binaryutil.NativeEndian.PutUint32(0)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(0)},
+	}
+}
+
+// saddr matches the source address against prefix s (inet table: check
+// the protocol first).
+func saddr(s netip.Prefix) []expr.Any {
+	proto, off, n := byte(unix.NFPROTO_IPV4), uint32(12), uint32(4)
+	if s.Addr().Is6() {
+		proto, off, n = byte(unix.NFPROTO_IPV6), 8, 16
+	}
+	mask := make([]byte, n)
+	for i := 0; i < s.Bits(); i++ {
+		mask[i/8] |= 1 << (7 - i%8)
+	}
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: n, Mask: mask, Xor: make([]byte, n)},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: s.Masked().Addr().AsSlice()},
+	}
+}

@@ -1,0 +1,402 @@
+// Package link does the kernel plumbing of a network through netlink:
+// bridges on the host, veth pairs whose peer is born inside a container's
+// namespace, addresses and routes configured through a handle on that
+// namespace (the calling thread never switches namespaces).
+package link
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// NotFound reports whether err is netlink's "no such link".
+func NotFound(err error) bool {
+	var lnf netlink.LinkNotFoundError
+	return errors.As(err, &lnf) || errors.Is(err, unix.ENODEV)
+}
+
+// retry repeats a dump interrupted by a concurrent change (netlink returns
+// partial data with ErrDumpInterrupted).
+func retry[T any](f func() (T, error)) (T, error) {
+	var v T
+	var err error
+	for i := 0; i < 5; i++ {
+		v, err = f()
+		if !errors.Is(err, netlink.ErrDumpInterrupted) {
+			return v, err
+		}
+	}
+	return v, err
+}
+
+// LinkNames returns the set of link names in the host namespace.
+func LinkNames() (map[string]bool, error) {
+	links, err := retry(netlink.LinkList)
+	if err != nil {
+		return nil, fmt.Errorf("list links: %w", err)
+	}
+	m := make(map[string]bool, len(links))
+	for _, l := range links {
+		m[l.Attrs().Name] = true
+	}
+	return m, nil
+}
+
+// HostPrefixes returns the prefixes the host already uses: its addresses'
+// subnets and its routes (default routes excluded), for subnet allocation.
+func HostPrefixes() ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	routes, err := retry(func() ([]netlink.Route, error) { return netlink.RouteList(nil, netlink.FAMILY_ALL) })
+	if err != nil {
+		return nil, fmt.Errorf("list routes: %w", err)
+	}
+	for _, r := range routes {
+		if r.Dst == nil {
+			continue
+		}
+		if p, ok := toPrefix(r.Dst); ok && p.Bits() > 0 {
+			out = append(out, p)
+		}
+	}
+	addrs, err := retry(func() ([]netlink.Addr, error) { return netlink.AddrList(nil, netlink.FAMILY_ALL) })
+	if err != nil {
+		return nil, fmt.Errorf("list addresses: %w", err)
+	}
+	for _, a := range addrs {
+		if p, ok := toPrefix(a.IPNet); ok {
+			out = append(out, p.Masked())
+		}
+	}
+	return out, nil
+}
+
+func toPrefix(n *net.IPNet) (netip.Prefix, bool) {
+	a, ok := netip.AddrFromSlice(n.IP)
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	ones, _ := n.Mask.Size()
+	return netip.PrefixFrom(a.Unmap(), ones), true
+}
+
+func ipnet(a netip.Addr, bits int) *net.IPNet {
+	p := netip.PrefixFrom(a, bits)
+	return &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(p.Bits(), a.BitLen())}
+}
+
+// Bridge describes a network's bridge.
+type Bridge struct {
+	Name     string
+	MTU      int
+	Gateway  netip.Prefix // gateway address with the subnet's prefix length
+	Gateway6 netip.Prefix // invalid unless dual-stack
+}
+
+// CreateBridge makes the bridge, puts the gateway addresses on it and
+// brings it up. It fails if a link with that name exists (deterministic
+// names mean a leftover would be ours: the caller decides). On error
+// nothing is left behind.
+func CreateBridge(b Bridge) (err error) {
+	la := netlink.NewLinkAttrs()
+	la.Name = b.Name
+	la.MTU = b.MTU
+	br := &netlink.Bridge{LinkAttrs: la}
+	if err := netlink.LinkAdd(br); err != nil {
+		if errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("bridge %s already exists", b.Name)
+		}
+		return fmt.Errorf("create bridge %s: %w", b.Name, err)
+	}
+	defer func() {
+		if err != nil {
+			netlink.LinkDel(br)
+		}
+	}()
+	if err := ConfigureBridge(b); err != nil {
+		return err
+	}
+	return nil
+}
+
+// ConfigureBridge (re)applies addresses and up state to an existing bridge.
+func ConfigureBridge(b Bridge) error {
+	l, err := netlink.LinkByName(b.Name)
+	if err != nil {
+		return fmt.Errorf("bridge %s: %w", b.Name, err)
+	}
+	if l.Type() != "bridge" {
+		return fmt.Errorf("%q exists but is not a bridge", b.Name)
+	}
+	if b.Gateway6.IsValid() {
+		// No router advertisements or DAD games on our bridge: the gateway
+		// address must be usable at once.
+		writeSysctl("/proc/sys/net/ipv6/conf/"+b.Name+"/accept_dad", "0")
+	}
+	for _, g := range []netip.Prefix{b.Gateway, b.Gateway6} {
+		if !g.IsValid() {
+			continue
+		}
+		a := &netlink.Addr{IPNet: ipnet(g.Addr(), g.Bits())}
+		if g.Addr().Is6() {
+			a.Flags = unix.IFA_F_NODAD
+		}
+		if err := netlink.AddrReplace(l, a); err != nil {
+			return fmt.Errorf("add gateway %s to bridge %s: %w", g, b.Name, err)
+		}
+	}
+	if err := netlink.LinkSetUp(l); err != nil {
+		return fmt.Errorf("bring bridge %s up: %w", b.Name, err)
+	}
+	return nil
+}
+
+// DeleteLink deletes a host link by name; a missing link is not an error.
+func DeleteLink(name string) error {
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		if NotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("delete %s: %w", name, err)
+	}
+	if err := netlink.LinkDel(l); err != nil && !NotFound(err) {
+		return fmt.Errorf("delete %s: %w", name, err)
+	}
+	return nil
+}
+
+// Veth describes an endpoint's veth pair.
+type Veth struct {
+	HostName string // host side, plugged into Bridge
+	Bridge   string
+	Netns    string // path of the container's namespace
+	IfName   string // "" picks the first free ethN inside
+	MTU      int
+	MAC      net.HardwareAddr
+	Addr     netip.Prefix // address with the subnet's prefix length
+	Addr6    netip.Prefix
+	Gateway  netip.Addr // default route via; invalid for none
+	Gateway6 netip.Addr
+}
+
+// Attach creates the pair with its peer born inside the namespace, plugs
+// the host side into the bridge and configures the inside. It returns the
+// interface name used inside. On error the pair is deleted.
+func Attach(v Veth) (ifname string, err error) {
+	ns, err := netns.GetFromPath(v.Netns)
+	if err != nil {
+		return "", fmt.Errorf("open namespace %s: %w", v.Netns, err)
+	}
+	defer ns.Close()
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return "", fmt.Errorf("netlink handle in %s: %w", v.Netns, err)
+	}
+	defer h.Close()
+
+	ifname = v.IfName
+	if ifname == "" {
+		if ifname, err = freeEth(h); err != nil {
+			return "", fmt.Errorf("namespace %s: %w", v.Netns, err)
+		}
+	}
+	br, err := netlink.LinkByName(v.Bridge)
+	if err != nil {
+		return "", fmt.Errorf("bridge %s: %w", v.Bridge, err)
+	}
+	la := netlink.NewLinkAttrs()
+	la.Name = v.HostName
+	la.MTU = v.MTU
+	la.MasterIndex = br.Attrs().Index
+	la.Flags = net.FlagUp
+	veth := &netlink.Veth{
+		LinkAttrs:        la,
+		PeerName:         ifname,
+		PeerNamespace:    netlink.NsFd(int(ns)),
+		PeerHardwareAddr: v.MAC,
+		PeerMTU:          uint32(v.MTU),
+	}
+	if err := netlink.LinkAdd(veth); err != nil {
+		if errors.Is(err, unix.EEXIST) {
+			return "", fmt.Errorf("create veth %s/%s: an interface with that name exists (host or inside %s)", v.HostName, ifname, v.Netns)
+		}
+		return "", fmt.Errorf("create veth %s (peer %s in %s): %w", v.HostName, ifname, v.Netns, err)
+	}
+	defer func() {
+		if err != nil {
+			netlink.LinkDel(veth)
+		}
+	}()
+	peer, err := h.LinkByName(ifname)
+	if err != nil {
+		return "", fmt.Errorf("find %s in %s: %w", ifname, v.Netns, err)
+	}
+	for _, a := range []netip.Prefix{v.Addr, v.Addr6} {
+		if !a.IsValid() {
+			continue
+		}
+		na := &netlink.Addr{IPNet: ipnet(a.Addr(), a.Bits())}
+		if a.Addr().Is6() {
+			na.Flags = unix.IFA_F_NODAD
+		}
+		if err := h.AddrAdd(peer, na); err != nil {
+			return "", fmt.Errorf("add address %s to %s in %s: %w", a, ifname, v.Netns, err)
+		}
+	}
+	if err := h.LinkSetUp(peer); err != nil {
+		return "", fmt.Errorf("bring %s up in %s: %w", ifname, v.Netns, err)
+	}
+	if lo, err := h.LinkByName("lo"); err == nil && lo.Attrs().Flags&net.FlagUp == 0 {
+		if err := h.LinkSetUp(lo); err != nil {
+			return "", fmt.Errorf("bring lo up in %s: %w", v.Netns, err)
+		}
+	}
+	for _, gw := range []netip.Addr{v.Gateway, v.Gateway6} {
+		if !gw.IsValid() {
+			continue
+		}
+		r := &netlink.Route{LinkIndex: peer.Attrs().Index, Gw: gw.AsSlice(), Scope: netlink.SCOPE_UNIVERSE}
+		if gw.Is6() {
+			r.Family = nl.FAMILY_V6
+		} else {
+			r.Family = nl.FAMILY_V4
+		}
+		if err := h.RouteAdd(r); err != nil && !errors.Is(err, unix.EEXIST) {
+			return "", fmt.Errorf("add default route via %s in %s: %w", gw, v.Netns, err)
+		}
+	}
+	return ifname, nil
+}
+
+// HasDefaultRoute reports whether the namespace has an IPv4 default route.
+func HasDefaultRoute(nsPath string) (bool, error) {
+	ns, err := netns.GetFromPath(nsPath)
+	if err != nil {
+		return false, err
+	}
+	defer ns.Close()
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return false, err
+	}
+	defer h.Close()
+	rs, err := h.RouteList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		return false, err
+	}
+	for _, r := range rs {
+		if r.Dst == nil || r.Dst.IP.IsUnspecified() {
+			if r.Gw != nil {
+				return true, nil
+			}
+		}
+	}
+	return false, nil
+}
+
+func freeEth(h *netlink.Handle) (string, error) {
+	links, err := retry(h.LinkList)
+	if err != nil {
+		return "", err
+	}
+	used := map[string]bool{}
+	for _, l := range links {
+		used[l.Attrs().Name] = true
+	}
+	for i := 0; ; i++ {
+		n := fmt.Sprintf("eth%d", i)
+		if !used[n] {
+			return n, nil
+		}
+	}
+}
+
+// Unplug makes an endpoint unreachable at once without paying for the
+// veth deletion: inside the namespace the peer goes down, loses its
+// addresses and is renamed out of the way (so ethN is free for the next
+// connect); on the host the veth leaves the bridge and goes down. The
+// caller deletes the host veth later (DeleteLink). A namespace that is
+// already gone is fine.
+func Unplug(hostName, nsPath, ifname, parkName string) error {
+	hl, err := netlink.LinkByName(hostName)
+	if err != nil {
+		if NotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("find %s: %w", hostName, err)
+	}
+	if err := netlink.LinkSetNoMaster(hl); err != nil && !NotFound(err) {
+		return fmt.Errorf("unplug %s from its bridge: %w", hostName, err)
+	}
+	if err := netlink.LinkSetDown(hl); err != nil && !NotFound(err) {
+		return fmt.Errorf("bring %s down: %w", hostName, err)
+	}
+	ns, err := netns.GetFromPath(nsPath)
+	if err != nil {
+		return nil // namespace gone: the peer went with it
+	}
+	defer ns.Close()
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return nil
+	}
+	defer h.Close()
+	peer, err := h.LinkByName(ifname)
+	if err != nil {
+		return nil
+	}
+	// The peer index in the namespace must still be our pair: check the
+	// peer's link-netns partner index against the host side.
+	if peer.Attrs().ParentIndex != 0 && peer.Attrs().ParentIndex != hl.Attrs().Index {
+		return nil
+	}
+	if err := h.LinkSetDown(peer); err != nil && !NotFound(err) {
+		return fmt.Errorf("bring %s down in %s: %w", ifname, nsPath, err)
+	}
+	addrs, _ := h.AddrList(peer, netlink.FAMILY_ALL)
+	for _, a := range addrs {
+		if a.IP.IsLinkLocalUnicast() {
+			continue
+		}
+		if err := h.AddrDel(peer, &a); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+			return fmt.Errorf("remove %s from %s in %s: %w", a.IPNet, ifname, nsPath, err)
+		}
+	}
+	if parkName != "" && !strings.EqualFold(parkName, ifname) {
+		if err := h.LinkSetName(peer, parkName); err != nil {
+			return fmt.Errorf("rename %s in %s: %w", ifname, nsPath, err)
+		}
+	}
+	return nil
+}
+
+func writeSysctl(path, v string) error {
+	return writeFile(path, v)
+}
+
+// AddDefaultRoute adds a default route via gw on ifname inside nsPath.
+func AddDefaultRoute(nsPath, ifname string, gw netip.Addr) error {
+	ns, err := netns.GetFromPath(nsPath)
+	if err != nil {
+		return err
+	}
+	defer ns.Close()
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	l, err := h.LinkByName(ifname)
+	if err != nil {
+		return err
+	}
+	return h.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Gw: gw.AsSlice()})
+}

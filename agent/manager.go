@@ -1,0 +1,131 @@
+// Package agent is the netalias agent as a library: it creates bridge
+// networks, attaches network namespaces to them through veth pairs, hands
+// out addresses, keeps firewall rules and resolver files current, and
+// records everything in the state directory (package state) that the DNS
+// server reads. cmd/netalias is a thin command line over Manager.
+//
+// Every mutating operation takes the state directory's lock, reconciles
+// (endpoints whose veth vanished, namespaces whose `netalias run` owner
+// died, veths still waiting for deletion), does its work, rolls back on
+// error, and writes the changed network files atomically.
+package agent
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"net/netip"
+	"os"
+	"sort"
+	"time"
+
+	"github.com/netalias/netalias/agent/events"
+	"github.com/netalias/netalias/agent/firewall"
+	"github.com/netalias/netalias/agent/ipam"
+	"github.com/netalias/netalias/agent/store"
+	"github.com/netalias/netalias/state"
+)
+
+// Options configure a Manager.
+type Options struct {
+	// StateDir is the state directory (default state.Dir("")).
+	StateDir string
+	// Pools replaces the address pools for automatic subnets; nil means
+	// $NETALIAS_ADDRESS_POOLS, else Docker-like defaults.
+	Pools []ipam.Pool
+	// Emit receives every change; nil drops them. The CLI publishes them
+	// to a listening agent, the agent fans them out to subscribers.
+	Emit func(events.Event)
+	// Reap is called after an operation left veths pending deletion. The
+	// CLI starts a detached `netalias` process that deletes them; nil
+	// means delete them before returning (slow: an RCU grace period each).
+	Reap func()
+}
+
+// Manager performs agent operations on one state directory.
+type Manager struct {
+	store *store.Store
+	table string
+	pools []ipam.Pool
+	emit  func(events.Event)
+	reap  func()
+}
+
+// New opens the state directory.
+func New(o Options) (*Manager, error) {
+	dir := state.Dir(o.StateDir)
+	st, err := store.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	pools := o.Pools
+	if pools == nil {
+		if env := os.Getenv(ipam.EnvPools); env != "" {
+			if pools, err = ipam.ParsePools(env); err != nil {
+				return nil, err
+			}
+		} else {
+			pools = ipam.DefaultPools()
+		}
+	}
+	m := &Manager{store: st, table: firewall.TableName(st.Dir, state.DefaultDir), pools: pools, emit: o.Emit, reap: o.Reap}
+	if m.emit == nil {
+		m.emit = func(events.Event) {}
+	}
+	return m, nil
+}
+
+// StateDir returns the absolute state directory.
+func (m *Manager) StateDir() string { return m.store.Dir }
+
+// FirewallTable returns the nftables table this state directory uses.
+func (m *Manager) FirewallTable() string { return m.table }
+
+// Snapshot reads every network file without taking the lock (files are
+// replaced atomically), for ls and inspect.
+func (m *Manager) Snapshot() (*store.Snapshot, error) { return m.store.Load() }
+
+func newID() string {
+	var b [32]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// bridgeName derives the bridge from the network ID: "na-" + 12 hex.
+func bridgeName(id string) string { return firewall.BridgePrefix + id[:12] }
+
+// vethName derives the host-side veth from the endpoint ID: "nav" + 12 hex
+// (15 bytes, IFNAMSIZ-1). It does not start with the bridge prefix.
+func vethName(id string) string { return "nav" + id[:12] }
+
+// parkName is what a disconnected peer is renamed to inside its namespace
+// until the pair is deleted, freeing ethN at once.
+func parkName(id string) string { return "nax" + id[:12] }
+
+func now() time.Time { return time.Now().UTC() }
+
+// fwNets lists the firewall view of a snapshot's networks.
+func fwNets(files map[string]*state.File) []firewall.Net {
+	var out []firewall.Net
+	for _, f := range files {
+		out = append(out, toFW(f.Network))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Bridge < out[j].Bridge })
+	return out
+}
+
+func toFW(n state.Network) firewall.Net {
+	fn := firewall.Net{Bridge: n.Bridge, Internal: n.Internal}
+	fn.Subnet, _ = parsePrefix(n.Subnet)
+	fn.Subnet6, _ = parsePrefix(n.Subnet6)
+	return fn
+}
+
+func parseNet(n state.Network) (gw netip.Addr, sub netip.Prefix, gw6 netip.Addr, sub6 netip.Prefix) {
+	gw, _ = netip.ParseAddr(n.Gateway)
+	sub, _ = parsePrefix(n.Subnet)
+	gw6, _ = netip.ParseAddr(n.Gateway6)
+	sub6, _ = parsePrefix(n.Subnet6)
+	return
+}
+
+func netipPrefix(a netip.Addr, bits int) netip.Prefix { return netip.PrefixFrom(a, bits) }

@@ -1,0 +1,159 @@
+package agent
+
+import (
+	"path/filepath"
+	"time"
+
+	"github.com/netalias/netalias/agent/events"
+	"github.com/netalias/netalias/agent/link"
+	"github.com/netalias/netalias/agent/netns"
+	"github.com/netalias/netalias/agent/resolvconf"
+	"github.com/netalias/netalias/agent/store"
+	"github.com/netalias/netalias/state"
+)
+
+// staleAfter is how long a pending veth may wait for its reaper before a
+// reconcile deletes it itself (the reaper was killed, the machine crashed).
+const staleAfter = 10 * time.Second
+
+// Reconcile brings the state in line with the kernel (see reconcile).
+func (m *Manager) Reconcile() error {
+	lk, _, err := m.begin()
+	if err != nil {
+		return err
+	}
+	lk.Unlock()
+	return nil
+}
+
+// reconcile, under the lock, drops endpoints whose host veth vanished
+// (namespace destroyed), reclaims endpoints and namespaces of `netalias
+// run` processes that died, finishes stale pending deletions and restores
+// missing bridges (after a reboot). It writes the files it changed.
+func (m *Manager) reconcile(snap *store.Snapshot) error {
+	links, err := link.LinkNames()
+	if err != nil {
+		return err
+	}
+	var evs []events.Event
+	touched := map[string]bool{} // containers whose resolver needs a rewrite
+	orphans := map[string]bool{} // run-owned namespaces to delete
+	bridgesRestored := false
+	hasPending := false
+	for _, name := range snap.Names() {
+		f := snap.Files[name]
+		changed := false
+		if !links[f.Network.Bridge] {
+			if err := m.restoreBridge(f.Network); err == nil {
+				bridgesRestored = true
+			}
+			// Veths on a vanished bridge vanished with their namespaces or
+			// are unplugged: handled below like any other.
+		}
+		kept := f.Endpoints[:0:0]
+		for _, ep := range f.Endpoints {
+			switch {
+			case !links[ep.HostVeth]:
+				evs = append(evs, epEvent("disconnect", f.Network, ep, "veth vanished"))
+				touched[ep.Container] = true
+				changed = true
+			case ep.Owner != nil && !netns.Alive(ep.Owner.PID, ep.Owner.StartTime):
+				evs = append(evs, epEvent("disconnect", f.Network, ep, "owner process exited"))
+				link.Unplug(ep.HostVeth, ep.Netns, ep.IfName, parkName(ep.ID))
+				f.PendingDelete = append(f.PendingDelete, state.PendingVeth{Name: ep.HostVeth, Since: now()})
+				touched[ep.Container] = true
+				orphans[ep.Container] = true
+				changed = true
+			default:
+				kept = append(kept, ep)
+			}
+		}
+		f.Endpoints = kept
+		var pending []state.PendingVeth
+		for _, p := range f.PendingDelete {
+			if !links[p.Name] {
+				changed = true
+				continue
+			}
+			if time.Since(p.Since) > staleAfter {
+				if err := link.DeleteLink(p.Name); err == nil {
+					changed = true
+					continue
+				}
+			}
+			pending = append(pending, p)
+			hasPending = true
+		}
+		f.PendingDelete = pending
+		if changed {
+			if err := m.store.Write(f); err != nil {
+				return err
+			}
+		}
+	}
+	if bridgesRestored {
+		m.syncFirewall(snap)
+	}
+	for c := range touched {
+		if orphans[c] {
+			continue
+		}
+		m.updateResolver(snap, c)
+	}
+	for c := range orphans {
+		if eps, _ := containerEndpoints(snap, c); len(eps) > 0 {
+			continue // still attached elsewhere by a live owner
+		}
+		if filepath.Dir(c) == netns.RunDir {
+			name := filepath.Base(c)
+			resolvconf.Remove(name)
+			netns.Delete(name)
+		}
+	}
+	for _, ev := range evs {
+		m.emit(ev)
+	}
+	if len(orphans) > 0 && hasPending && m.reap != nil {
+		m.reap()
+	}
+	return nil
+}
+
+func (m *Manager) restoreBridge(n state.Network) error {
+	gw, sub, gw6, sub6 := parseNet(n)
+	br := link.Bridge{Name: n.Bridge, MTU: n.MTU}
+	if sub.IsValid() && gw.IsValid() {
+		br.Gateway = netipPrefix(gw, sub.Bits())
+	}
+	if sub6.IsValid() && gw6.IsValid() {
+		br.Gateway6 = netipPrefix(gw6, sub6.Bits())
+	}
+	return link.CreateBridge(br)
+}
+
+// Reap deletes the veths pending deletion. The deletions run without the
+// lock (each waits for an RCU grace period); the state is updated after.
+func (m *Manager) Reap() error {
+	snap, err := m.store.Load()
+	if err != nil {
+		return err
+	}
+	var names []string
+	for _, f := range snap.Files {
+		for _, p := range f.PendingDelete {
+			names = append(names, p.Name)
+		}
+	}
+	if len(names) == 0 {
+		return nil
+	}
+	for _, n := range names {
+		link.DeleteLink(n)
+	}
+	lk, _, err := m.begin() // reconcile drops pending entries that are gone
+	if err != nil {
+		return err
+	}
+	lk.Unlock()
+	return nil
+}
