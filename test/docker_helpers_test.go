@@ -86,10 +86,11 @@ type recSink struct {
 	stale    bool
 	replaces int
 	changed  chan struct{}
+	updated  map[string]time.Time // when each network was last published
 }
 
 func newRecSink() *recSink {
-	return &recSink{nets: map[string]*netwatch.Network{}, changed: make(chan struct{}, 1)}
+	return &recSink{nets: map[string]*netwatch.Network{}, changed: make(chan struct{}, 1), updated: map[string]time.Time{}}
 }
 
 func (r *recSink) poke() {
@@ -113,6 +114,7 @@ func (r *recSink) Replace(_ string, nets []*netwatch.Network) {
 func (r *recSink) Update(_ string, n *netwatch.Network) {
 	r.mu.Lock()
 	r.nets[n.Name] = n
+	r.updated[n.Name] = time.Now()
 	r.mu.Unlock()
 	r.poke()
 }
@@ -120,6 +122,7 @@ func (r *recSink) Update(_ string, n *netwatch.Network) {
 func (r *recSink) Remove(_ string, name string) {
 	r.mu.Lock()
 	delete(r.nets, name)
+	r.updated[name] = time.Now()
 	r.mu.Unlock()
 	r.poke()
 }
