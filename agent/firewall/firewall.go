@@ -16,9 +16,9 @@ import (
 	"strings"
 
 	"github.com/google/nftables"
-	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
+	"github.com/google/nftables/xt"
 	"golang.org/x/sys/unix"
 )
 
@@ -225,14 +225,15 @@ func ifprefix(key expr.MetaKey, p string) []expr.Any {
 
 func verdict(k expr.VerdictKind) []expr.Any { return []expr.Any{&expr.Verdict{Kind: k}} }
 
+// established is iptables' "-m conntrack --ctstate RELATED,ESTABLISHED",
+// encoded as the xt match iptables-nft itself writes, so `iptables -S`
+// (and Docker, which edits this chain with iptables) can still parse the
+// chain. A native nft "ct state" expression would make it "incompatible".
 func established() []expr.Any {
-	return []expr.Any{
-		&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
-			Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitESTABLISHED | expr.CtStateBitRELATED),
-			Xor:  binaryutil.NativeEndian.PutUint32(0)},
-		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(0)},
-	}
+	info := &xt.ConntrackMtinfo3{}
+	info.MatchFlags = uint16(xt.ConntrackState)
+	info.StateMask = uint16(expr.CtStateBitESTABLISHED | expr.CtStateBitRELATED)
+	return []expr.Any{&expr.Match{Name: "conntrack", Rev: 3, Info: info}}
 }
 
 // saddr matches the source address against prefix s (inet table: check

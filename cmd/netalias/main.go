@@ -247,6 +247,17 @@ func networkCmd(dir string, args []string) error {
 	return usageError{fmt.Sprintf("network: unknown command %q", sub)}
 }
 
+// reconcile lets read-only commands reclaim what died since the last
+// command (as root; others just read).
+func reconcile(m *agent.Manager) {
+	if os.Geteuid() != 0 {
+		return
+	}
+	if err := m.Reconcile(); err != nil {
+		fmt.Fprintf(os.Stderr, "netalias: reconcile: %s\n", oneLine(err))
+	}
+}
+
 // NetworkSummary is one line of `network ls --format json`.
 type NetworkSummary struct {
 	state.Network
@@ -254,10 +265,11 @@ type NetworkSummary struct {
 }
 
 func listNetworks(dir, format string, quiet bool) error {
-	m, err := agent.New(agent.Options{StateDir: dir})
+	m, err := manager(dir)
 	if err != nil {
 		return err
 	}
+	reconcile(m)
 	snap, err := m.Snapshot()
 	if err != nil {
 		return err
@@ -300,10 +312,11 @@ func listNetworks(dir, format string, quiet bool) error {
 }
 
 func inspectNetworks(dir string, names []string) error {
-	m, err := agent.New(agent.Options{StateDir: dir})
+	m, err := manager(dir)
 	if err != nil {
 		return err
 	}
+	reconcile(m)
 	snap, err := m.Snapshot()
 	if err != nil {
 		return err
