@@ -218,8 +218,15 @@ type sockProxy struct {
 
 func newSockProxy(t testing.TB, target string) *sockProxy {
 	t.Helper()
-	p := &sockProxy{path: filepath.Join(t.TempDir(), "engine.sock"), target: target, conns: map[net.Conn]bool{}}
+	p := newSockProxyDown(t, target)
 	p.restore(t)
+	return p
+}
+
+// newSockProxyDown is a proxy whose socket does not exist until restore.
+func newSockProxyDown(t testing.TB, target string) *sockProxy {
+	t.Helper()
+	p := &sockProxy{path: filepath.Join(t.TempDir(), "engine.sock"), target: target, conns: map[net.Conn]bool{}}
 	t.Cleanup(p.cut)
 	return p
 }

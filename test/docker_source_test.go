@@ -1,15 +1,18 @@
 package test
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/netalias/netalias/internal/testenv"
 	"github.com/netalias/netalias/netwatch"
+	"github.com/netalias/netalias/netwatch/docker"
 )
 
 // dockerSubnet picks a /24 in the range reserved for these tests.
@@ -83,6 +86,15 @@ func TestDockerSource(t *testing.T) {
 		return slices.Equal(sink.lookup(c1, net), []netip.Addr{ip1b})
 	})
 
+	// Rename: the new name resolves, the old one no longer.
+	c1r := natestName("renamed")
+	e.must(t, "rename", c1, c1r)
+	t.Cleanup(func() { e.cmd("rm", "-f", c1r).Run() })
+	eventually(t, time.Second, "renamed container under its new name only", func() bool {
+		return slices.Equal(sink.lookup(c1r, net), []netip.Addr{ip1b}) && sink.lookup(c1, net) == nil
+	})
+	e.must(t, "rename", c1r, c1)
+
 	// --link: an alias on the linking container's endpoint only.
 	c2 := natestName("centos-2")
 	e.run(t, c2, "--network", net, "--link", c1+":db", img, "sleep", "600")
@@ -130,4 +142,40 @@ func TestDockerSource(t *testing.T) {
 	// And events flow again after the reconnect.
 	e.must(t, "rm", "-f", c3)
 	eventually(t, time.Second, "event after reconnect", func() bool { return sink.lookup(c3, "bridge") == nil })
+}
+
+// The socket is absent when the source starts: it starts anyway, is not
+// synced (so not ready), logs once however often it retries, and syncs as
+// soon as the engine appears.
+func TestDockerSourceSocketAbsentAtStart(t *testing.T) {
+	testenv.RequireDocker(t)
+	proxy := newSockProxyDown(t, "/var/run/docker.sock")
+	src, err := docker.NewSource(proxy.endpoint())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs atomic.Int32
+	src.Logf = func(f string, a ...any) { logs.Add(1); t.Logf(f, a...) }
+	sink := newRecSink()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); src.Run(ctx, sink) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	time.Sleep(1500 * time.Millisecond) // several backoff rounds
+	if src.Synced() {
+		t.Fatal("synced without an engine")
+	}
+	sink.mu.Lock()
+	replaces := sink.replaces
+	sink.mu.Unlock()
+	if !sink.isStale() || replaces != 0 {
+		t.Errorf("before the engine appears: stale %v, replaces %d; want stale and nothing published", sink.isStale(), replaces)
+	}
+	if n := logs.Load(); n != 1 {
+		t.Errorf("absent socket logged %d times, want once", n)
+	}
+	proxy.restore(t)
+	eventually(t, 5*time.Second, "synced once the engine appears", src.Synced)
+	eventually(t, time.Second, "stale cleared", func() bool { return !sink.isStale() })
 }

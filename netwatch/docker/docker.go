@@ -31,6 +31,14 @@ const (
 	maxBackoff = 3 * time.Second
 )
 
+// requestTimeout bounds every request but the event stream, and
+// watchdogInterval is how often an idle stream's daemon is pinged: a
+// frozen daemon sends no events and closes nothing, only a ping tells.
+var (
+	requestTimeout   = 10 * time.Second
+	watchdogInterval = 5 * time.Second
+)
+
 // Source follows one engine endpoint.
 type Source struct {
 	endpoint string
@@ -106,10 +114,13 @@ func (s *Source) Run(ctx context.Context, sink netwatch.Sink) error {
 		if !s.stale.Swap(true) {
 			sink.SetStale(s.Name(), true)
 		}
-		if !down || synced {
-			s.Logf("docker: %s unreachable, serving last known records, retrying: %v", s.endpoint, err)
-			down = true
+		switch {
+		case synced:
+			s.Logf("docker: lost %s, serving last known records, reconnecting: %v", s.endpoint, err)
+		case !down && !s.synced.Load():
+			s.Logf("docker: %s not reachable yet, will keep trying: %v", s.endpoint, err)
 		}
+		down = true
 		select {
 		case <-ctx.Done():
 			return nil
@@ -124,10 +135,7 @@ func (s *Source) Run(ctx context.Context, sink netwatch.Sink) error {
 func (s *Source) session(ctx context.Context, sink netwatch.Sink) (synced bool, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	pctx, pcancel := context.WithTimeout(ctx, 5*time.Second)
-	_, err = s.cli.Ping(pctx)
-	pcancel()
-	if err != nil {
+	if err := s.ping(ctx); err != nil {
 		return false, err
 	}
 	// Subscribe before listing, and ask for a little history, so nothing
@@ -148,10 +156,16 @@ func (s *Source) session(ctx context.Context, sink netwatch.Sink) (synced bool, 
 		sink.SetStale(s.Name(), false)
 		s.Logf("docker: %s reachable again, resynced", s.endpoint)
 	}
+	watchdog := time.NewTicker(watchdogInterval)
+	defer watchdog.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return true, ctx.Err()
+		case <-watchdog.C:
+			if err := s.ping(ctx); err != nil {
+				return true, fmt.Errorf("engine stopped answering: %w", err)
+			}
 		case err := <-errs:
 			if err == nil {
 				err = errors.New("event stream ended")
@@ -165,15 +179,30 @@ func (s *Source) session(ctx context.Context, sink netwatch.Sink) (synced bool, 
 	}
 }
 
+func (s *Source) ping(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	_, err := s.cli.Ping(ctx)
+	return err
+}
+
+func (s *Source) inspect(ctx context.Context, id string) (container.InspectResponse, error) {
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	return s.cli.ContainerInspect(ctx, id)
+}
+
 // resync builds a fresh model from a complete listing.
 func (s *Source) resync(ctx context.Context) (*model, error) {
-	list, err := s.cli.ContainerList(ctx, container.ListOptions{})
+	lctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	list, err := s.cli.ContainerList(lctx, container.ListOptions{})
+	cancel()
 	if err != nil {
 		return nil, fmt.Errorf("list containers: %w", err)
 	}
 	m := newModel()
 	for _, c := range list {
-		info, err := s.cli.ContainerInspect(ctx, c.ID)
+		info, err := s.inspect(ctx, c.ID)
 		if isGone(err) {
 			continue // gone since the listing; its events follow
 		}
@@ -206,6 +235,8 @@ func (s *Source) lookupNetwork(ctx context.Context, m *model, name string) {
 	if _, ok := m.nets[name]; ok {
 		return
 	}
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
 	n, err := s.cli.NetworkInspect(ctx, name, network.InspectOptions{})
 	if err != nil {
 		return
@@ -253,7 +284,7 @@ func (s *Source) handle(ctx context.Context, m *model, sink netwatch.Sink, ev ev
 	if id == "" {
 		return nil
 	}
-	info, err := s.cli.ContainerInspect(ctx, id)
+	info, err := s.inspect(ctx, id)
 	var x *ctr
 	switch {
 	case isGone(err):
@@ -294,9 +325,15 @@ func (s *Source) publish(m *model, sink netwatch.Sink, names []string) {
 		if n := m.network(name); n != nil {
 			sink.Update(s.Name(), n)
 			m.published[name] = true
-		} else if m.published[name] {
-			sink.Remove(s.Name(), name)
-			delete(m.published, name)
+		} else {
+			// An engine removes a network only once nothing is on it;
+			// forget its inspect, so a network recreated under the same
+			// name (Podman sends no network events) is inspected afresh.
+			delete(m.nets, name)
+			if m.published[name] {
+				sink.Remove(s.Name(), name)
+				delete(m.published, name)
+			}
 		}
 	}
 }
