@@ -40,8 +40,9 @@ func agRand() string {
 // agentEnv is one state directory driven through the real binary.
 type agentEnv struct {
 	t   *testing.T
-	bin string
-	dir string
+	bin  string
+	dir  string
+	pool string // NETALIAS_ADDRESS_POOLS of this test
 }
 
 func newAgentEnv(t *testing.T) *agentEnv {
@@ -51,7 +52,8 @@ func newAgentEnv(t *testing.T) *agentEnv {
 	e := &agentEnv{t: t, bin: binary(t, "netalias"), dir: t.TempDir()}
 	// Any automatic subnet must come from our range, never from others'.
 	_, _, n := agNextSubnet()
-	t.Setenv("NETALIAS_ADDRESS_POOLS", fmt.Sprintf("10.201.%d.0/24:26", n))
+	e.pool = fmt.Sprintf("10.201.%d.0/24:26", n)
+	t.Setenv("NETALIAS_ADDRESS_POOLS", e.pool)
 	return e
 }
 
