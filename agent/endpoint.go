@@ -126,6 +126,9 @@ func (m *Manager) Connect(spec ConnectSpec) (*state.Endpoint, error) {
 		if err := ipam.CheckHost("--ip", sub, ip4); err != nil {
 			return nil, err
 		}
+		if ip4 == gw {
+			return nil, fmt.Errorf("--ip %s is the gateway of network %q", ip4, n.Name)
+		}
 		if used4[ip4] {
 			return nil, fmt.Errorf("--ip %s is already in use on network %q", ip4, n.Name)
 		}
