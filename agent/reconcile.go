@@ -1,7 +1,9 @@
 package agent
 
 import (
+	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/netalias/netalias/agent/events"
@@ -132,28 +134,71 @@ func (m *Manager) restoreBridge(n state.Network) error {
 }
 
 // Reap deletes the veths pending deletion. The deletions run without the
-// lock (each waits for an RCU grace period); the state is updated after.
+// state lock (each waits for an RCU grace period), and only one reaper per
+// state directory works at a time: a reaper started while another runs
+// leaves the work to it, and the running one looks again before it goes.
 func (m *Manager) Reap() error {
+	for {
+		names, entries := m.pendingNames()
+		if entries == 0 {
+			return nil
+		}
+		if len(names) == 0 {
+			// Entries whose veth is already gone: let reconcile drop them.
+			lk, _, err := m.begin()
+			if err != nil {
+				return err
+			}
+			lk.Unlock()
+			return nil
+		}
+		rl, err := os.OpenFile(filepath.Join(m.store.Dir, "reap.lock"), os.O_CREATE|os.O_RDWR, 0o644)
+		if err != nil {
+			return err
+		}
+		if err := syscall.Flock(int(rl.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+			rl.Close()
+			return nil // another reaper is at work and will look again
+		}
+		for {
+			names, _ := m.pendingNames()
+			if len(names) == 0 {
+				break
+			}
+			for _, n := range names {
+				link.DeleteLink(n)
+			}
+			lk, _, err := m.begin() // reconcile drops entries whose link is gone
+			if err != nil {
+				rl.Close()
+				return err
+			}
+			lk.Unlock()
+		}
+		rl.Close()
+		// A disconnect may have queued a veth after our last look and
+		// seen our lock: look once more now that it is released.
+	}
+}
+
+// pendingNames lists veths pending deletion that still exist, and counts
+// all pending entries.
+func (m *Manager) pendingNames() (names []string, entries int) {
 	snap, err := m.store.Load()
 	if err != nil {
-		return err
+		return nil, 0
 	}
-	var names []string
+	links, err := link.LinkNames()
+	if err != nil {
+		return nil, 0
+	}
 	for _, f := range snap.Files {
 		for _, p := range f.PendingDelete {
-			names = append(names, p.Name)
+			entries++
+			if links[p.Name] {
+				names = append(names, p.Name)
+			}
 		}
 	}
-	if len(names) == 0 {
-		return nil
-	}
-	for _, n := range names {
-		link.DeleteLink(n)
-	}
-	lk, _, err := m.begin() // reconcile drops pending entries that are gone
-	if err != nil {
-		return err
-	}
-	lk.Unlock()
-	return nil
+	return names, entries
 }

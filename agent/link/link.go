@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 
 	"github.com/vishvananda/netlink"
@@ -37,8 +38,17 @@ func retry[T any](f func() (T, error)) (T, error) {
 	return v, err
 }
 
-// LinkNames returns the set of link names in the host namespace.
+// LinkNames returns the set of link names in the host namespace. It reads
+// /sys/class/net (one getdents, no parsing of every link's attributes; this
+// runs at the start of every command) and falls back to a netlink dump.
 func LinkNames() (map[string]bool, error) {
+	if ents, err := os.ReadDir("/sys/class/net"); err == nil && len(ents) > 0 {
+		m := make(map[string]bool, len(ents))
+		for _, e := range ents {
+			m[e.Name()] = true
+		}
+		return m, nil
+	}
 	links, err := retry(netlink.LinkList)
 	if err != nil {
 		return nil, fmt.Errorf("list links: %w", err)
