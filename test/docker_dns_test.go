@@ -212,7 +212,7 @@ func TestDockerDNS(t *testing.T) {
 	e := engine{bin: "docker"}
 	img := busyboxImage(t, "docker")
 	subnet, third := dockerSubnet()
-	net := e.network(t, "--subnet", subnet)
+	net := e.network(t, "--ipv6", "--subnet", subnet, "--subnet", fmt.Sprintf("fd00:203:%d::/64", third))
 	gw := fmt.Sprintf("10.203.%d.1", third)
 	bridgeGW := e.must(t, "network", "inspect", "-f", "{{(index .IPAM.Config 0).Gateway}}", "bridge")
 	if bridgeGW == "" {
@@ -234,6 +234,16 @@ func TestDockerDNS(t *testing.T) {
 	t.Logf("%s.%s answered %v after `docker run -d` began", c1, net, time.Since(start))
 	resolvesTo(t, time.Second, "c1."+net, ip1)
 	resolvesTo(t, time.Second, id1[:12]+"."+net, ip1)
+	ip6 := e.must(t, "inspect", "-f", `{{(index .NetworkSettings.Networks "`+net+`").GlobalIPv6Address}}`, c1)
+	var aaaa []string
+	for _, rr := range ask(t, c1+"."+net, dns.TypeAAAA).Answer {
+		if a, ok := rr.(*dns.AAAA); ok {
+			aaaa = append(aaaa, a.AAAA.String())
+		}
+	}
+	if ip6 == "" || !slices.Equal(aaaa, []string{ip6}) {
+		t.Errorf("AAAA %s.%s = %v, want [%s]", c1, net, aaaa, ip6)
+	}
 	if got := ptrOf(t, ip1); !slices.Contains(got, c1+"."+net+".") {
 		t.Errorf("PTR %v = %v, want %s.%s.", ip1, got, c1, net)
 	}

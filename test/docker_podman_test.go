@@ -147,6 +147,18 @@ func TestPodmanSource(t *testing.T) {
 		return slices.Equal(sink.lookup(c1r, net), []netip.Addr{ip1b}) && sink.lookup(c1, net) == nil
 	})
 
+	// network connect / disconnect (Podman's events name the container,
+	// not the network).
+	other := e.network(t, "--disable-dns", "--subnet", fmt.Sprintf("10.204.%d.0/24", (third+1)%250+1))
+	e.must(t, "network", "connect", "--alias", "extra", other, c1r)
+	eventually(t, 2*time.Second, "alias on the connected network", func() bool {
+		return slices.Equal(sink.lookup("extra", other), []netip.Addr{e.ip(t, c1r, other)})
+	})
+	e.must(t, "network", "disconnect", other, c1r)
+	eventually(t, 2*time.Second, "gone from the disconnected network", func() bool {
+		return sink.lookup(c1r, other) == nil
+	})
+
 	// Podman's default network: NAME.podman.
 	c3 := natestName("ondefault")
 	e.run(t, c3, img, "sleep", "600")
