@@ -180,9 +180,30 @@ func (m *Manager) Connect(spec ConnectSpec) (*state.Endpoint, error) {
 			v.Gateway6 = gw6
 		}
 	}
+	// Record the veth as pending deletion before it exists: if this
+	// process dies before the final write, a later reconcile deletes it.
+	oldEps, oldPending, oldLeases := f.Endpoints, f.PendingDelete, cloneLeases(f.Leases)
+	restore := func() { f.Endpoints, f.PendingDelete, f.Leases = oldEps, oldPending, oldLeases }
+	f.PendingDelete = append(f.PendingDelete[:len(f.PendingDelete):len(f.PendingDelete)], state.PendingVeth{Name: v.HostName, Since: now()})
+	if err := m.store.Write(f); err != nil {
+		restore()
+		return nil, err
+	}
+	undo := func(err error) (*state.Endpoint, error) {
+		link.DeleteLink(v.HostName)
+		restore()
+		if werr := m.store.Write(f); werr != nil {
+			return nil, errors.Join(err, werr)
+		}
+		m.updateResolver(snap, ref.Path)
+		return nil, err
+	}
 	ifname, err := link.Attach(v)
 	if err != nil {
-		return nil, err
+		return undo(err)
+	}
+	if err := failpoint("connect:attached"); err != nil {
+		return undo(err)
 	}
 	ep := state.Endpoint{
 		ID: id, Name: name, Aliases: spec.Aliases, Links: spec.Links,
@@ -192,31 +213,36 @@ func (m *Manager) Connect(spec ConnectSpec) (*state.Endpoint, error) {
 	if ip6.IsValid() {
 		ep.IPv6 = ip6.String()
 	}
-	f.Endpoints = append(f.Endpoints, ep)
+	f.Endpoints = append(f.Endpoints[:len(f.Endpoints):len(f.Endpoints)], ep)
+	f.PendingDelete = oldPending
+	f.Leases = cloneLeases(oldLeases)
 	if f.Leases == nil {
 		f.Leases = map[string]state.Lease{}
 	}
-	oldLease, hadLease := f.Leases[name]
 	f.Leases[name] = state.Lease{IPv4: ep.IPv4, IPv6: ep.IPv6}
 	if err := m.store.Write(f); err != nil {
-		f.Endpoints = f.Endpoints[:len(f.Endpoints)-1]
-		if hadLease {
-			f.Leases[name] = oldLease
-		} else {
-			delete(f.Leases, name)
-		}
-		link.DeleteLink(v.HostName)
-		return nil, err
+		return undo(err)
 	}
 	if err := m.updateResolver(snap, ref.Path); err != nil {
-		// The endpoint works; a resolver file we could not write is
-		// reported without undoing the connect.
-		m.emit(epEvent("connect", n, ep, ""))
-		return &ep, fmt.Errorf("connected, but resolver file: %w", err)
+		return undo(fmt.Errorf("resolver file of %s: %w", ref.Path, err))
 	}
 	m.emit(epEvent("connect", n, ep, ""))
 	return &ep, nil
 }
+
+func cloneLeases(m map[string]state.Lease) map[string]state.Lease {
+	if m == nil {
+		return nil
+	}
+	c := make(map[string]state.Lease, len(m))
+	for k, v := range m {
+		c[k] = v
+	}
+	return c
+}
+
+// failpoint lets tests make a named step fail, to check rollbacks.
+var failpoint = func(step string) error { return nil }
 
 func isPID(s string) bool {
 	for _, c := range s {
@@ -364,5 +390,3 @@ func (m *Manager) afterPending() {
 	}
 	m.Reap()
 }
-
-var _ = errors.New

@@ -161,6 +161,11 @@ func (m *Manager) CreateNetwork(spec NetworkSpec) (*state.Network, error) {
 		rollback()
 		return nil, err
 	}
+	if err := failpoint("create:firewall " + n.Bridge); err != nil {
+		delete(snap.Files, n.Name)
+		rollback()
+		return nil, err
+	}
 	if !n.Internal {
 		if err := link.EnableForwarding(sub6.IsValid()); err != nil {
 			delete(snap.Files, n.Name)

@@ -1,0 +1,230 @@
+package agent
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/netalias/netalias/agent/firewall"
+	"github.com/netalias/netalias/agent/ipam"
+	"github.com/netalias/netalias/agent/link"
+	"github.com/netalias/netalias/agent/netns"
+	"github.com/netalias/netalias/internal/testenv"
+	"github.com/netalias/netalias/state"
+)
+
+// Library tests use 10.201.100.0/24 … 10.201.139.0/24 and namespaces nat-….
+var subnetSeq atomic.Int32
+
+func testSubnet() string { return fmt.Sprintf("10.201.%d.0/24", 100+subnetSeq.Add(1)) }
+
+func rnd() string {
+	var b [4]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func newTestManager(t *testing.T) *Manager {
+	t.Helper()
+	testenv.RequireRoot(t)
+	pool := testSubnet()
+	pools, _ := ipam.ParsePools(pool + ":26")
+	m, err := New(Options{StateDir: t.TempDir(), Pools: pools})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func testNetns(t *testing.T) string {
+	t.Helper()
+	name := "nat-" + rnd()
+	p, err := netns.Create(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { netns.Delete(name) })
+	return p
+}
+
+func createNet(t *testing.T, m *Manager, spec NetworkSpec) *state.Network {
+	t.Helper()
+	n, err := m.CreateNetwork(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.RemoveNetwork(spec.Name, true) })
+	return n
+}
+
+func linkExists(t *testing.T, name string) bool {
+	t.Helper()
+	names, err := link.LinkNames()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return names[name]
+}
+
+// withFailpoint fails the step named step (a prefix: some steps append
+// what they made) and returns what the step reported.
+func withFailpoint(t *testing.T, step string) *string {
+	old := failpoint
+	seen := new(string)
+	failpoint = func(s string) error {
+		if strings.HasPrefix(s, step) {
+			*seen = s
+			return errors.New("injected failure at " + s)
+		}
+		return nil
+	}
+	t.Cleanup(func() { failpoint = old })
+	return seen
+}
+
+// A connect that fails after the veth exists leaves no veth, no lease and
+// the state file as it was.
+func TestConnectFailureRollsBack(t *testing.T) {
+	m := newTestManager(t)
+	net := "rb" + rnd()[:4]
+	createNet(t, m, NetworkSpec{Name: net, Subnet: testSubnet()})
+	ns := testNetns(t)
+	before, _ := os.ReadFile(state.NetworkPath(m.StateDir(), net))
+	linksBefore, _ := link.LinkNames()
+
+	withFailpoint(t, "connect:attached")
+	if _, err := m.Connect(ConnectSpec{Network: net, Netns: ns, Name: "web"}); err == nil {
+		t.Fatal("connect succeeded despite the injected failure")
+	}
+	after, _ := os.ReadFile(state.NetworkPath(m.StateDir(), net))
+	if string(after) != string(before) {
+		t.Errorf("state changed:\n%s\nwas:\n%s", after, before)
+	}
+	linksAfter, _ := link.LinkNames()
+	for n := range linksAfter {
+		if !linksBefore[n] {
+			t.Errorf("link %s left behind", n)
+		}
+	}
+	if has, _ := link.HasDefaultRoute(ns); has {
+		t.Error("default route left in the namespace")
+	}
+	// And the next connect works and takes the first address.
+	failpoint = func(string) error { return nil }
+	ep, err := m.Connect(ConnectSpec{Network: net, Netns: ns, Name: "web"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ep.IfName != "eth0" {
+		t.Errorf("ifname %q after a rolled-back connect, want eth0", ep.IfName)
+	}
+}
+
+// A create that fails after the bridge and rules exist leaves neither.
+func TestCreateNetworkFailureRollsBack(t *testing.T) {
+	m := newTestManager(t)
+	seen := withFailpoint(t, "create:firewall")
+	net := "rbc" + rnd()[:4]
+	if _, err := m.CreateNetwork(NetworkSpec{Name: net, Subnet: testSubnet()}); err == nil {
+		m.RemoveNetwork(net, true)
+		t.Fatal("create succeeded despite the injected failure")
+	}
+	if _, err := os.Stat(state.NetworkPath(m.StateDir(), net)); !os.IsNotExist(err) {
+		t.Errorf("state file left: %v", err)
+	}
+	if n, _ := firewall.HostForwardRules(m.FirewallTable()); n != 0 {
+		t.Errorf("%d FORWARD rules left", n)
+	}
+	if tableExists(t, m.FirewallTable()) {
+		t.Error("nft table left behind")
+	}
+	bridge := strings.TrimPrefix(*seen, "create:firewall ")
+	if bridge == "" || bridge == *seen {
+		t.Fatalf("failpoint not reached (%q)", *seen)
+	}
+	if linkExists(t, bridge) {
+		t.Errorf("bridge %s left behind", bridge)
+	}
+	snap, _ := m.Snapshot()
+	if len(snap.Files) != 0 {
+		t.Errorf("networks left: %v", snap.Names())
+	}
+}
+
+// The firewall table exists while networks do and goes with the last one;
+// the host FORWARD rules follow.
+func TestFirewallTableFollowsNetworks(t *testing.T) {
+	m := newTestManager(t)
+	a, b := "fwa"+rnd()[:4], "fwb"+rnd()[:4]
+	createNet(t, m, NetworkSpec{Name: a, Subnet: testSubnet()})
+	createNet(t, m, NetworkSpec{Name: b, Subnet: testSubnet(), Internal: true})
+	if !tableExists(t, m.FirewallTable()) {
+		t.Fatal("table missing")
+	}
+	if err := m.RemoveNetwork(a, false); err != nil {
+		t.Fatal(err)
+	}
+	if !tableExists(t, m.FirewallTable()) {
+		t.Fatal("table removed while a network remains")
+	}
+	if err := m.RemoveNetwork(b, false); err != nil {
+		t.Fatal(err)
+	}
+	if tableExists(t, m.FirewallTable()) {
+		t.Fatal("table left after the last network")
+	}
+	if n, _ := firewall.HostForwardRules(m.FirewallTable()); n != 0 {
+		t.Errorf("%d FORWARD rules left", n)
+	}
+}
+
+// A veth left pending by a reaper that never ran is deleted by a later
+// reconcile once it is stale.
+func TestStalePendingVethIsDeleted(t *testing.T) {
+	m := newTestManager(t)
+	m.reap = func() {} // the reaper "died"
+	net := "pend" + rnd()[:4]
+	createNet(t, m, NetworkSpec{Name: net, Subnet: testSubnet()})
+	ns := testNetns(t)
+	ep, err := m.Connect(ConnectSpec{Network: net, Netns: ns})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Disconnect(net, ns); err != nil {
+		t.Fatal(err)
+	}
+	if !linkExists(t, ep.HostVeth) {
+		t.Skip("veth already gone; nothing to reconcile")
+	}
+	// Age the entry instead of sleeping.
+	lk, snap, _ := m.begin()
+	f := snap.Files[net]
+	f.PendingDelete[0].Since = time.Now().Add(-time.Minute)
+	m.store.Write(f)
+	lk.Unlock()
+	if err := m.Reconcile(); err != nil {
+		t.Fatal(err)
+	}
+	if linkExists(t, ep.HostVeth) {
+		t.Fatal("stale pending veth not deleted")
+	}
+	snap, _ = m.Snapshot()
+	if len(snap.Files[net].PendingDelete) != 0 {
+		t.Errorf("pending list not drained: %+v", snap.Files[net].PendingDelete)
+	}
+}
+
+func tableExists(t *testing.T, name string) bool {
+	t.Helper()
+	out, err := run("nft", "list", "tables")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return containsLine(out, "table inet "+name)
+}
