@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/netalias/netalias/internal/testenv"
 )
 
 // 50 connects at once, each its own process, get 50 distinct addresses
@@ -199,5 +202,41 @@ func TestAgentVanishedNamespaceReconciled(t *testing.T) {
 	}
 	if f.Leases[c].IPv4 != ep.IPv4 {
 		t.Errorf("lease forgotten: %+v", f.Leases)
+	}
+}
+
+// A container given as a PID (or its /proc/PID/ns/net path) works like a
+// named namespace.
+func TestAgentConnectByPID(t *testing.T) {
+	e := newAgentEnv(t)
+	testenv.RequireCommand(t, "unshare")
+	sub, _, _ := agNextSubnet()
+	net := "pid" + agRand()[:4]
+	e.network(net, "--subnet", sub)
+	proc := exec.Command("unshare", "--net", "sleep", "60")
+	if err := proc.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { proc.Process.Kill(); proc.Wait() })
+	pid := strconv.Itoa(proc.Process.Pid)
+	// unshare execs sleep once the namespace exists.
+	agEventually(t, 5*time.Second, "unshare to enter its namespace", func() bool {
+		a, _ := os.Readlink("/proc/" + pid + "/ns/net")
+		b, _ := os.Readlink("/proc/self/ns/net")
+		return a != "" && a != b
+	})
+	e.must("connect", net, pid)
+	ep := e.endpoint(net, "pid-"+pid)
+	if r := e.run("connect", net, "/proc/"+pid+"/ns/net", "--name", "again"); r.code == 0 || !strings.Contains(r.stderr, "already connected") {
+		t.Errorf("second connect by path: exit %d %q", r.code, r.stderr)
+	}
+	peer := agNetns(t)
+	e.must("connect", net, peer)
+	if err := agPing(peer, ep.IPv4); err != nil {
+		t.Fatalf("peer cannot reach the PID's namespace: %v", err)
+	}
+	e.must("disconnect", net, pid)
+	if err := agPing(peer, ep.IPv4); err == nil {
+		t.Error("still reachable after disconnect")
 	}
 }

@@ -39,7 +39,7 @@ func agRand() string {
 
 // agentEnv is one state directory driven through the real binary.
 type agentEnv struct {
-	t   *testing.T
+	t    *testing.T
 	bin  string
 	dir  string
 	pool string // NETALIAS_ADDRESS_POOLS of this test
