@@ -230,3 +230,25 @@ func brNames(out string) string {
 	}
 	return strings.Join(ns, " ")
 }
+
+// Automatic subnets come from the pool, skip what is taken, and --mtu
+// reaches the namespace.
+func TestAgentAutoSubnetAndMTU(t *testing.T) {
+	e := newAgentEnv(t) // pool: one /24 of ours in /26 subnets
+	base := strings.TrimSuffix(strings.Split(e.pool, ":")[0], ".0/24")
+	a, b, c := "auta"+agRand()[:4], "autb"+agRand()[:4], "autc"+agRand()[:4]
+	e.network(a, "--mtu", "1400")
+	e.network(b, "--subnet", base+".64/26")
+	e.network(c)
+	if got := e.file(a).Network.Subnet; got != base+".0/26" {
+		t.Errorf("first automatic subnet %s, want %s.0/26", got, base)
+	}
+	if got := e.file(c).Network.Subnet; got != base+".128/26" {
+		t.Errorf("second automatic subnet %s, want %s.128/26 (skipping %s.64/26)", got, base, base)
+	}
+	ns := agNetns(t)
+	e.must("connect", a, ns)
+	if out, _ := agExec(ns, "ip", "-o", "link", "show", "eth0"); !strings.Contains(out, "mtu 1400") {
+		t.Errorf("eth0: %q, want mtu 1400", out)
+	}
+}
