@@ -228,3 +228,27 @@ func tableExists(t *testing.T, name string) bool {
 	}
 	return containsLine(out, "table inet "+name)
 }
+
+// Rules wiped from outside (a Docker restart rewrites FORWARD) come back
+// with EnsureFirewall, which the agent runs every cycle.
+func TestEnsureFirewallRestoresRules(t *testing.T) {
+	m := newTestManager(t)
+	net := "fwr" + rnd()[:4]
+	createNet(t, m, NetworkSpec{Name: net, Subnet: testSubnet()})
+	snap, _ := m.Snapshot()
+	if ok, err := firewall.Healthy(m.FirewallTable(), fwNets(snap.Files)); err != nil || !ok {
+		t.Fatalf("healthy after create = %v, %v", ok, err)
+	}
+	if err := firewall.Sync(m.FirewallTable(), nil); err != nil { // wipe ours only
+		t.Fatal(err)
+	}
+	if ok, _ := firewall.Healthy(m.FirewallTable(), fwNets(snap.Files)); ok {
+		t.Fatal("healthy after the rules were wiped")
+	}
+	if err := m.EnsureFirewall(); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := firewall.Healthy(m.FirewallTable(), fwNets(snap.Files)); err != nil || !ok {
+		t.Fatalf("not restored: %v, %v", ok, err)
+	}
+}

@@ -47,13 +47,6 @@ func (d *Daemon) Run(ctx context.Context, interval time.Duration) error {
 	kick := make(chan struct{}, 1)
 	go d.watchLinks(ctx, kick)
 	d.cycle()
-	// The firewall may have been flushed while no agent ran (a Docker
-	// restart rewrites FORWARD): put our rules back.
-	if snap, err := d.m.store.Load(); err == nil {
-		if err := d.m.syncFirewall(snap); err != nil {
-			log.Printf("netalias agent: firewall: %v", err)
-		}
-	}
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -73,6 +66,9 @@ func (d *Daemon) cycle() {
 	}
 	if err := d.m.Reap(); err != nil {
 		log.Printf("netalias agent: reap: %v", err)
+	}
+	if err := d.m.EnsureFirewall(); err != nil {
+		log.Printf("netalias agent: firewall: %v", err)
 	}
 }
 

@@ -46,7 +46,9 @@ func (m *Manager) CreateNetwork(spec NetworkSpec) (*state.Network, error) {
 		return nil, err
 	}
 	if spec.MTU == 0 {
-		spec.MTU = 1500
+		// Like the uplink: a bridge MTU above the host's default-route
+		// interface breaks large outbound packets (cloud VMs run 1400-1460).
+		spec.MTU = link.UplinkMTU(1500)
 	}
 	if spec.MTU < 68 || spec.MTU > 65535 {
 		return nil, fmt.Errorf("invalid --mtu %d: must be between 68 and 65535", spec.MTU)
@@ -275,6 +277,24 @@ func (m *Manager) syncFirewall(snap *store.Snapshot) error {
 	}
 	sort.Slice(nets, func(i, j int) bool { return nets[i].Bridge < nets[j].Bridge })
 	return firewall.Sync(m.table, nets)
+}
+
+// EnsureFirewall re-syncs the rules if something outside removed them (a
+// Docker restart rewrites the FORWARD chain).
+func (m *Manager) EnsureFirewall() error {
+	snap, err := m.store.Load()
+	if err != nil {
+		return err
+	}
+	if ok, err := firewall.Healthy(m.table, fwNets(snap.Files)); err != nil || ok {
+		return err
+	}
+	lk, snap, err := m.begin()
+	if err != nil {
+		return err
+	}
+	defer lk.Unlock()
+	return m.syncFirewall(snap)
 }
 
 // begin takes the lock, loads the state and reconciles it.

@@ -255,3 +255,52 @@ func saddr(s netip.Prefix) []expr.Any {
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: s.Masked().Addr().AsSlice()},
 	}
 }
+
+// Healthy reports whether the kernel still holds what Sync made for nets:
+// our table (when there are networks) and the expected number of marked
+// rules in every dropping `filter` FORWARD chain. A Docker or firewalld
+// restart that rewrites FORWARD makes it false; the agent then re-syncs.
+func Healthy(table string, nets []Net) (bool, error) {
+	c, err := nftables.New()
+	if err != nil {
+		return false, err
+	}
+	if len(nets) > 0 {
+		if _, err := c.ListTableOfFamily(table, nftables.TableFamilyINet); err != nil {
+			return false, nil
+		}
+	}
+	want := 0
+	for _, n := range nets {
+		if n.Internal {
+			want++
+		} else {
+			want += 3
+		}
+	}
+	for _, fam := range []nftables.TableFamily{nftables.TableFamilyIPv4, nftables.TableFamilyIPv6} {
+		chains, err := c.ListChainsOfTableFamily(fam)
+		if err != nil {
+			return false, err
+		}
+		for _, ch := range chains {
+			if ch.Table.Name != "filter" || ch.Name != "FORWARD" || ch.Policy == nil || *ch.Policy != nftables.ChainPolicyDrop {
+				continue
+			}
+			rules, err := c.GetRules(ch.Table, ch)
+			if err != nil {
+				return false, err
+			}
+			got := 0
+			for _, r := range rules {
+				if strings.HasPrefix(ruleComment(r), "netalias:"+table+":") {
+					got++
+				}
+			}
+			if got != want {
+				return false, nil
+			}
+		}
+	}
+	return true, nil
+}

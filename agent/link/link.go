@@ -410,3 +410,21 @@ func AddDefaultRoute(nsPath, ifname string, gw netip.Addr) error {
 	}
 	return h.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Gw: gw.AsSlice()})
 }
+
+// UplinkMTU returns the MTU of the interface carrying the host's IPv4
+// default route, capped at max; max when there is none.
+func UplinkMTU(max int) int {
+	routes, err := netlink.RouteList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		return max
+	}
+	for _, r := range routes {
+		if (r.Dst == nil || r.Dst.IP.IsUnspecified()) && r.LinkIndex > 0 {
+			if l, err := netlink.LinkByIndex(r.LinkIndex); err == nil && l.Attrs().MTU > 0 && l.Attrs().MTU < max {
+				return l.Attrs().MTU
+			}
+			return max
+		}
+	}
+	return max
+}
