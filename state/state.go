@@ -6,6 +6,8 @@
 //
 //	DIR/lock                 flock(2) taken by every mutating agent command
 //	DIR/networks/NAME.json   one file per network: the network and its endpoints
+//	DIR/reap.lock            held by the one background veth reaper at work
+//	DIR/agent.sock           `netalias agent`'s event socket (JSON lines)
 //
 // A network file is replaced atomically (temp file in the same directory,
 // fsync, rename, fsync of the directory), so a reader never sees a torn file.
