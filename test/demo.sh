@@ -59,16 +59,23 @@ step "1. a user-defined bridge network, like 'docker network create $NETWORK'"
 show "${NA[@]}" network create "$NETWORK"
 MADE_NETWORK=1
 show "${NA[@]}" network ls
-GATEWAY=$("${NA[@]}" network inspect --format json "$NETWORK" | jq -r '.gateway // .Gateway // .network.gateway')
-ok "bridge up, gateway $GATEWAY"
+INFO=$("${NA[@]}" network inspect --format json "$NETWORK")
+GATEWAY=$(jq -r '.[0].network.gateway' <<<"$INFO")
+ok "bridge $(jq -r '.[0].network.bridge' <<<"$INFO") up, subnet $(jq -r '.[0].network.subnet' <<<"$INFO"), gateway $GATEWAY"
 
 step "2. the DNS server: CoreDNS with the netalias plugin, from Corefile.example"
 # The example reads /var/lib/netalias; the demo points it at its own state.
+# DEMO_OFFLINE=1 (the test suite) also drops forwarding upstream, so no
+# query leaves the machine.
 sed "s#/var/lib/netalias#$STATE#g" "$HERE/Corefile.example" > "$WORK/Corefile"
+if [ "${DEMO_OFFLINE:-}" = 1 ]; then
+	sed -i -E '/^\s*(forward|loop)\b/d' "$WORK/Corefile"
+fi
 "$BINDIR/coredns" -conf "$WORK/Corefile" > "$WORK/coredns.log" 2>&1 &
 COREDNS_PID=$!
 for _ in $(seq 100); do
-	dig +time=1 +tries=1 @127.0.0.1 "$NETWORK." SOA >/dev/null 2>&1 && break
+	# A name under a known network is answered by netalias itself.
+	dig +time=1 +tries=1 @127.0.0.1 "no-such-name.$NETWORK" A 2>/dev/null | grep -q "status: NXDOMAIN" && break
 	kill -0 "$COREDNS_PID" 2>/dev/null || { cat "$WORK/coredns.log" >&2; die "coredns exited (port 53 taken? see README: Running beside a stub resolver)"; }
 	sleep 0.1
 done
