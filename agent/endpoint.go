@@ -88,7 +88,7 @@ func (m *Manager) Connect(spec ConnectSpec) (*state.Endpoint, error) {
 	}
 	n := f.Network
 	for _, ep := range f.Endpoints {
-		if ep.Container == ref.Path {
+		if ep.Container == ref.Path || netns.Same(ep.Netns, ref.Path) {
 			return nil, fmt.Errorf("namespace %s is already connected to network %q as %q", ref.Path, n.Name, ep.Name)
 		}
 		if ep.Name == name {

@@ -3,6 +3,7 @@ package test
 import (
 	"bytes"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -216,15 +217,43 @@ func agNft(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Counters move with unrelated traffic.
-	var lines []string
-	for _, l := range strings.Split(string(out), "\n") {
-		if i := strings.Index(l, "counter packets"); i >= 0 {
-			l = l[:i]
+	return string(out)
+}
+
+// ourLinks lists the host interfaces netalias names (bridges na-*, veths
+// nav*/nax*): other engineers' tests create links concurrently, ours are
+// the ones a netalias bug could leave behind.
+func agOurLinks(t *testing.T) []string {
+	t.Helper()
+	var out []string
+	for _, n := range agLinks(t) {
+		if strings.HasPrefix(n, "na-") || strings.HasPrefix(n, "nav") || strings.HasPrefix(n, "nax") {
+			out = append(out, n)
 		}
-		lines = append(lines, l)
 	}
-	return strings.Join(lines, "\n")
+	return out
+}
+
+// ourNft returns what this state directory owns in nftables: its table
+// and its marked rules in the host's FORWARD chains.
+func (e *agentEnv) ourNft() string {
+	e.t.Helper()
+	abs, _ := filepath.Abs(e.dir)
+	sum := sha256.Sum256([]byte(abs))
+	table := "netalias-" + hex.EncodeToString(sum[:4])
+	var b strings.Builder
+	if out, err := exec.Command("nft", "list", "table", "inet", table).Output(); err == nil {
+		b.Write(out)
+	}
+	for _, l := range strings.Split(agNft(e.t), "\n") {
+		if strings.Contains(l, "netalias:"+table+":") {
+			if i := strings.Index(l, "counter packets"); i >= 0 {
+				l = l[:i] // counters move with traffic
+			}
+			b.WriteString(l + "\n")
+		}
+	}
+	return b.String()
 }
 
 func agJSON[T any](t *testing.T, s string) T {

@@ -2,10 +2,13 @@ package test
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/netalias/netalias/state"
 )
@@ -21,6 +24,18 @@ func TestAgentBadInput(t *testing.T) {
 	c1, c2 := agNetns(t), agNetns(t)
 	e.must("connect", net, c1, "--name", "web")
 	used := e.endpoint(net, "web").IPv4
+	// A process inside c1: its PID names the same namespace as c1.
+	inside := exec.Command("ip", "netns", "exec", c1, "sleep", "60")
+	if err := inside.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { inside.Process.Kill(); inside.Wait() })
+	insidePID := strconv.Itoa(inside.Process.Pid)
+	agEventually(t, 5*time.Second, "ip netns exec to enter "+c1, func() bool {
+		a, _ := os.Readlink("/proc/" + insidePID + "/ns/net")
+		b, _ := os.Readlink("/proc/self/ns/net")
+		return a != "" && a != b
+	})
 	base := strings.TrimSuffix(s1, ".0/24")
 
 	cases := []struct {
@@ -43,6 +58,7 @@ func TestAgentBadInput(t *testing.T) {
 		{"unknown pid", []string{"connect", net, "999999999"}, "no process with PID", 1},
 		{"duplicate endpoint name", []string{"connect", net, c2, "--name", "web"}, `endpoint name "web" is already in use`, 1},
 		{"namespace already connected", []string{"connect", net, c1}, "already connected", 1},
+		{"same namespace by PID", []string{"connect", net, insidePID, "--name", "other"}, "already connected", 1},
 		{"address in use", []string{"connect", net, c2, "--ip", used}, "already in use", 1},
 		{"address outside subnet", []string{"connect", net, c2, "--ip", "10.201.250.7"}, "is not inside subnet", 1},
 		{"address is gateway", []string{"connect", net, c2, "--ip", base + ".1"}, "is the gateway of network", 1},
@@ -60,7 +76,7 @@ func TestAgentBadInput(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			digest, links, nft := agDigest(t, e.dir), agLinks(t), agNft(t)
+			digest, links, nft := agDigest(t, e.dir), agOurLinks(t), e.ourNft()
 			nsLinks, _ := agExec(c2, "ip", "-br", "link")
 			r := e.run(c.args...)
 			if r.code != c.code {
@@ -73,10 +89,10 @@ func TestAgentBadInput(t *testing.T) {
 			if got := agDigest(t, e.dir); !mapsEqual(got, digest) {
 				t.Errorf("state changed")
 			}
-			if got := agLinks(t); !slices.Equal(got, links) {
+			if got := agOurLinks(t); !slices.Equal(got, links) {
 				t.Errorf("links changed: %v -> %v", links, got)
 			}
-			if got := agNft(t); got != nft {
+			if got := e.ourNft(); got != nft {
 				t.Errorf("nftables changed")
 			}
 			if got, _ := agExec(c2, "ip", "-br", "link"); got != nsLinks {

@@ -103,7 +103,7 @@ func TestAgentConnectDisconnectLeavesNoTrace(t *testing.T) {
 	e := newAgentEnv(t)
 	sub, _, _ := agNextSubnet()
 	c := agNetns(t)
-	linksBefore, nftBefore := agLinks(t), agNft(t)
+	linksBefore, nftBefore := agOurLinks(t), e.ourNft()
 	nsLinksBefore, _ := agExec(c, "ip", "-br", "link")
 
 	net := "trace" + agRand()[:4]
@@ -131,10 +131,10 @@ func TestAgentConnectDisconnectLeavesNoTrace(t *testing.T) {
 		t.Errorf("/etc/netns/%s left behind: %v", c, err)
 	}
 	e.must("network", "rm", net)
-	if got := agLinks(t); !slices.Equal(got, linksBefore) {
+	if got := agOurLinks(t); !slices.Equal(got, linksBefore) {
 		t.Errorf("links after:\n%v\nbefore:\n%v", got, linksBefore)
 	}
-	if got := agNft(t); got != nftBefore {
+	if got := e.ourNft(); got != nftBefore {
 		t.Errorf("nft ruleset changed:\n%s\nbefore:\n%s", got, nftBefore)
 	}
 	if d := agDigest(t, e.dir); len(d) != 0 {

@@ -164,3 +164,14 @@ func Alive(pid int, start uint64) bool {
 	st := StartTime(pid)
 	return st != 0 && st == start
 }
+
+// Same reports whether two paths name the same namespace (device and
+// inode of the nsfs file), e.g. /run/netns/c1 and /proc/PID/ns/net of a
+// process inside c1.
+func Same(a, b string) bool {
+	var sa, sb unix.Stat_t
+	if unix.Stat(a, &sa) != nil || unix.Stat(b, &sb) != nil {
+		return false
+	}
+	return sa.Dev == sb.Dev && sa.Ino == sb.Ino
+}
