@@ -149,36 +149,39 @@ func (m *Manager) CreateNetwork(spec NetworkSpec) (*state.Network, error) {
 	if sub6.IsValid() {
 		br.Gateway6 = netip.PrefixFrom(gw6, sub6.Bits())
 	}
-	if err := link.CreateBridge(br); err != nil {
+	// The file comes first: if this process dies before the end, the next
+	// reconcile finds a network without its bridge and completes it
+	// (restoreBridge, firewall), rather than a bridge nobody knows.
+	f := &state.File{Version: state.Version, Network: n, Endpoints: []state.Endpoint{}}
+	if err := m.store.Write(f); err != nil {
+		m.store.Remove(n.Name)
 		return nil, err
 	}
-	f := &state.File{Version: state.Version, Network: n, Endpoints: []state.Endpoint{}}
-	rollback := func() {
-		link.DeleteLink(n.Bridge)
+	bridgeMade := false
+	rollback := func(err error) (*state.Network, error) {
+		delete(snap.Files, n.Name)
+		if bridgeMade {
+			link.DeleteLink(n.Bridge)
+		}
 		m.syncFirewall(snap)
+		m.store.Remove(n.Name)
+		return nil, err
 	}
+	if err := link.CreateBridge(br); err != nil {
+		return rollback(err)
+	}
+	bridgeMade = true
 	snap.Files[n.Name] = f
 	if err := m.syncFirewall(snap); err != nil {
-		delete(snap.Files, n.Name)
-		rollback()
-		return nil, err
+		return rollback(err)
 	}
 	if err := failpoint("create:firewall " + n.Bridge); err != nil {
-		delete(snap.Files, n.Name)
-		rollback()
-		return nil, err
+		return rollback(err)
 	}
 	if !n.Internal {
 		if err := link.EnableForwarding(sub6.IsValid()); err != nil {
-			delete(snap.Files, n.Name)
-			rollback()
-			return nil, fmt.Errorf("enable IP forwarding: %w", err)
+			return rollback(fmt.Errorf("enable IP forwarding: %w", err))
 		}
-	}
-	if err := m.store.Write(f); err != nil {
-		delete(snap.Files, n.Name)
-		rollback()
-		return nil, err
 	}
 	m.emit(events.Event{Time: now(), Type: "network", Action: "create", Network: n.Name, Subnet: n.Subnet})
 	return &n, nil

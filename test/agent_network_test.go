@@ -95,6 +95,21 @@ func TestAgentTwoNetworksOneNamespace(t *testing.T) {
 	if strings.Contains(string(rc), n2) {
 		t.Errorf("resolv.conf still names the network left: %q", rc)
 	}
+	// Leaving the first network moves the default route and the
+	// nameserver to the one that remains.
+	e.must("connect", n2, c)
+	e.must("disconnect", n1, c)
+	gw2 := e.file(n2).Network.Gateway
+	if r, _ := agExec(c, "ip", "route", "show", "default"); !strings.Contains(r, "via "+gw2) {
+		t.Errorf("default route after leaving %s: %q, want via %s", n1, r, gw2)
+	}
+	rc, _ = os.ReadFile("/etc/netns/" + c + "/resolv.conf")
+	if !strings.Contains(string(rc), "nameserver "+gw2+"\n") || strings.Contains(string(rc), n1) {
+		t.Errorf("resolv.conf after leaving %s: %q", n1, rc)
+	}
+	if err := agPing(c, e.endpoint(n2, peer).IPv4); err != nil {
+		t.Errorf("remaining network broken: %v", err)
+	}
 }
 
 // Connect then disconnect (then rm) leaves no trace: interfaces, nftables,
