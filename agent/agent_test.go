@@ -252,3 +252,28 @@ func TestEnsureFirewallRestoresRules(t *testing.T) {
 		t.Fatalf("not restored: %v, %v", ok, err)
 	}
 }
+
+// After a reboot the bridge is gone but the state remains: the next
+// operation recreates it with its gateway address.
+func TestMissingBridgeIsRestored(t *testing.T) {
+	m := newTestManager(t)
+	net := "boot" + rnd()[:4]
+	n := createNet(t, m, NetworkSpec{Name: net, Subnet: testSubnet()})
+	if err := link.DeleteLink(n.Bridge); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Reconcile(); err != nil {
+		t.Fatal(err)
+	}
+	if !linkExists(t, n.Bridge) {
+		t.Fatal("bridge not restored")
+	}
+	out, _ := run("ip", "-o", "addr", "show", "dev", n.Bridge)
+	if !strings.Contains(out, n.Gateway+"/24") {
+		t.Errorf("restored bridge lacks its gateway %s: %q", n.Gateway, out)
+	}
+	ns := testNetns(t)
+	if _, err := m.Connect(ConnectSpec{Network: net, Netns: ns}); err != nil {
+		t.Fatalf("connect after restore: %v", err)
+	}
+}

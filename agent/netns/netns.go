@@ -52,6 +52,9 @@ func Resolve(arg string) (Ref, error) {
 	if err := check(r.Path); err != nil {
 		return r, fmt.Errorf("namespace %q: %w", arg, err)
 	}
+	if Same(r.Path, "/proc/self/ns/net") {
+		return r, fmt.Errorf("namespace %q is the host's own network namespace: give a container's", arg)
+	}
 	return r, nil
 }
 
