@@ -226,6 +226,11 @@ func TestDockerDNS(t *testing.T) {
 	source := "docker:" + proxy.endpoint()
 	startCoreDNS(t, fmt.Sprintf("        state %s\n        docker %s", stateDir, proxy.endpoint()), []string{gw, bridgeGW}, true)
 
+	// An existing network without containers: its names are ours to deny.
+	eventually(t, time.Second, "nobody."+net+" NXDOMAIN on an empty network", func() bool {
+		return rcodeOf(t, "nobody."+net) == dns.RcodeNameError
+	})
+
 	c1 := natestName("centos-1")
 	start := time.Now()
 	id1 := e.run(t, c1, "--network", net, "--network-alias", "c1", img, "sleep", "600")

@@ -43,6 +43,15 @@ func TestDockerSource(t *testing.T) {
 		t.Errorf("negotiated API version %q, want the engine's 1.41", v)
 	}
 
+	// Networks come and go with their events, containers or not.
+	later := natestName("natest")
+	e.must(t, "network", "create", "--subnet", fmt.Sprintf("10.203.%d.0/24", third%250+1), later)
+	t.Cleanup(func() { e.cmd("network", "rm", later).Run() })
+	has := func(name string) bool { sink.mu.Lock(); defer sink.mu.Unlock(); return sink.nets[name] != nil }
+	eventually(t, time.Second, "created network published", func() bool { return has(later) })
+	e.must(t, "network", "rm", later)
+	eventually(t, time.Second, "removed network dropped", func() bool { return !has(later) })
+
 	c1 := natestName("centos-1")
 	id1 := e.run(t, c1, "--network", net, "--network-alias", "c1", "--label", "com.docker.compose.service=web", img, "sleep", "600")
 	rep := natestName("web-2")

@@ -31,9 +31,8 @@ const (
 	maxBackoff = 3 * time.Second
 )
 
-// requestTimeout bounds every request but the event stream, and
-// watchdogInterval is how often an idle stream's daemon is pinged: a
-// frozen daemon sends no events and closes nothing, only a ping tells.
+// requestTimeout bounds every request but the event stream;
+// watchdogInterval is how often networks are listed again (see session).
 var (
 	requestTimeout   = 10 * time.Second
 	watchdogInterval = 5 * time.Second
@@ -50,6 +49,8 @@ type Source struct {
 
 	synced atomic.Bool
 	stale  atomic.Bool
+
+	netNames map[string]string // network id → name; only Run's goroutine
 }
 
 // New returns a source for the engine at endpoint ("unix:///PATH"; ""
@@ -140,7 +141,7 @@ func (s *Source) session(ctx context.Context, sink netwatch.Sink) (synced bool, 
 	}
 	// Subscribe before listing, and ask for a little history, so nothing
 	// that happens during the listing is missed. Replayed events are
-	// harmless: every event re-inspects the container's current state.
+	// harmless: every event re-inspects the current state.
 	f := filters.NewArgs(filters.Arg("type", string(events.ContainerEventType)), filters.Arg("type", string(events.NetworkEventType)))
 	msgs, errs := s.cli.Events(ctx, events.ListOptions{
 		Since:   fmt.Sprint(time.Now().Add(-2 * time.Second).Unix()),
@@ -156,6 +157,9 @@ func (s *Source) session(ctx context.Context, sink netwatch.Sink) (synced bool, 
 		sink.SetStale(s.Name(), false)
 		s.Logf("docker: %s reachable again, resynced", s.endpoint)
 	}
+	// The periodic network listing is a liveness check (a frozen daemon
+	// sends no events and closes nothing) and catches networks created or
+	// removed without an event (Podman sends none).
 	watchdog := time.NewTicker(watchdogInterval)
 	defer watchdog.Stop()
 	for {
@@ -163,7 +167,7 @@ func (s *Source) session(ctx context.Context, sink netwatch.Sink) (synced bool, 
 		case <-ctx.Done():
 			return true, ctx.Err()
 		case <-watchdog.C:
-			if err := s.ping(ctx); err != nil {
+			if err := s.syncNetworks(ctx, m, sink); err != nil {
 				return true, fmt.Errorf("engine stopped answering: %w", err)
 			}
 		case err := <-errs:
@@ -194,13 +198,18 @@ func (s *Source) inspect(ctx context.Context, id string) (container.InspectRespo
 
 // resync builds a fresh model from a complete listing.
 func (s *Source) resync(ctx context.Context) (*model, error) {
+	m := newModel()
+	nets, err := s.listNetworks(ctx)
+	if err != nil {
+		return nil, err
+	}
+	m.nets = nets
 	lctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	list, err := s.cli.ContainerList(lctx, container.ListOptions{})
 	cancel()
 	if err != nil {
 		return nil, fmt.Errorf("list containers: %w", err)
 	}
-	m := newModel()
 	for _, c := range list {
 		info, err := s.inspect(ctx, c.ID)
 		if isGone(err) {
@@ -219,18 +228,67 @@ func (s *Source) resync(ctx context.Context) (*model, error) {
 	return m, nil
 }
 
-// all publishes the model once, for Replace.
-func (m *model) all() []*netwatch.Network {
-	var out []*netwatch.Network
-	for _, name := range m.networkNames() {
-		out = append(out, m.network(name))
-		m.published[name] = true
+// listNetworks returns the engine's networks that carry addresses, by the
+// name containers use for them. Podman's compat listing calls its default
+// network "bridge" while containers and inspect-by-id say "podman", so
+// names come from an inspect by id (remembered: ids do not get renamed).
+func (s *Source) listNetworks(ctx context.Context) (map[string]netInfo, error) {
+	lctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	list, err := s.cli.NetworkList(lctx, network.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("list networks: %w", err)
 	}
-	return out
+	out := make(map[string]netInfo, len(list))
+	seen := make(map[string]string, len(list))
+	for _, n := range list {
+		if !hasDNS(n.Driver) {
+			continue
+		}
+		name, ok := s.netNames[n.ID]
+		if !ok {
+			in, err := s.cli.NetworkInspect(lctx, n.ID, network.InspectOptions{})
+			if isGoneNetwork(err) {
+				continue
+			}
+			if err != nil {
+				return nil, fmt.Errorf("inspect network %s: %w", n.Name, err)
+			}
+			name = in.Name
+		}
+		seen[n.ID] = name
+		out[name] = netInfoFrom(n)
+	}
+	s.netNames = seen
+	return out, nil
 }
 
-// lookupNetwork fills the inspect cache for name. A failure leaves the
-// subnet unknown; names still resolve.
+// syncNetworks reconciles the known networks with a fresh listing and
+// publishes what changed.
+func (s *Source) syncNetworks(ctx context.Context, m *model, sink netwatch.Sink) error {
+	nets, err := s.listNetworks(ctx)
+	if err != nil {
+		return err
+	}
+	var changed []string
+	for name, ni := range nets {
+		if old, ok := m.nets[name]; !ok || old != ni {
+			changed = append(changed, name)
+		}
+	}
+	for name := range m.nets {
+		if _, ok := nets[name]; !ok {
+			changed = append(changed, name)
+		}
+	}
+	m.nets = nets
+	s.publish(m, sink, changed)
+	return nil
+}
+
+// lookupNetwork learns a network a container is on but the listing did
+// not show (created since). A failure leaves the subnet unknown; names
+// still resolve.
 func (s *Source) lookupNetwork(ctx context.Context, m *model, name string) {
 	if _, ok := m.nets[name]; ok {
 		return
@@ -238,15 +296,15 @@ func (s *Source) lookupNetwork(ctx context.Context, m *model, name string) {
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
 	n, err := s.cli.NetworkInspect(ctx, name, network.InspectOptions{})
-	if err != nil {
+	if err != nil || !hasDNS(n.Driver) {
 		return
 	}
 	m.nets[name] = netInfoFrom(n)
 }
 
-// handle applies one event: re-inspect the container it is about and
-// republish the networks whose records changed. An error ends the session
-// (and so forces a resync).
+// handle applies one event: re-inspect what it is about and republish
+// the networks whose records changed. An error ends the session (and so
+// forces a resync).
 func (s *Source) handle(ctx context.Context, m *model, sink netwatch.Sink, ev events.Message) error {
 	var id string
 	switch ev.Type {
@@ -267,12 +325,15 @@ func (s *Source) handle(ctx context.Context, m *model, sink netwatch.Sink, ev ev
 			if id == "" {
 				id = ev.Actor.ID
 			}
-		case events.ActionCreate, events.ActionDestroy, events.ActionRemove:
+		case events.ActionCreate:
 			name := ev.Actor.Attributes["name"]
 			delete(m.nets, name)
-			if ev.Action == events.ActionCreate {
-				return nil
-			}
+			s.lookupNetwork(ctx, m, name)
+			s.publish(m, sink, []string{name})
+			return nil
+		case events.ActionDestroy, events.ActionRemove:
+			name := ev.Actor.Attributes["name"]
+			delete(m.nets, name)
 			s.publish(m, sink, []string{name})
 			return nil
 		default:
@@ -319,21 +380,15 @@ func (m *model) resolveID(id string) string {
 }
 
 // publish sends the current records of the named networks: an update,
-// or a removal once no running container is left on one.
+// or a removal once the network is gone and nothing runs on it.
 func (s *Source) publish(m *model, sink netwatch.Sink, names []string) {
 	for _, name := range names {
 		if n := m.network(name); n != nil {
 			sink.Update(s.Name(), n)
 			m.published[name] = true
-		} else {
-			// An engine removes a network only once nothing is on it;
-			// forget its inspect, so a network recreated under the same
-			// name (Podman sends no network events) is inspected afresh.
-			delete(m.nets, name)
-			if m.published[name] {
-				sink.Remove(s.Name(), name)
-				delete(m.published, name)
-			}
+		} else if m.published[name] {
+			sink.Remove(s.Name(), name)
+			delete(m.published, name)
 		}
 	}
 }
@@ -343,4 +398,8 @@ func (s *Source) publish(m *model, sink netwatch.Sink, names []string) {
 // "no such container" rather than a 404.
 func isGone(err error) bool {
 	return err != nil && (client.IsErrNotFound(err) || strings.Contains(strings.ToLower(err.Error()), "no such container"))
+}
+
+func isGoneNetwork(err error) bool {
+	return err != nil && (client.IsErrNotFound(err) || strings.Contains(strings.ToLower(err.Error()), "no such network"))
 }

@@ -169,11 +169,15 @@ func netInfoFrom(n network.Inspect) netInfo {
 }
 
 // model is the source's own picture of the engine: running containers
-// and the networks they are on. Only the event goroutine touches it.
+// and the engine's networks. Only the event goroutine touches it.
 type model struct {
 	containers map[string]*ctr
-	nets       map[string]netInfo // network inspect cache, by name
-	published  map[string]bool    // networks the sink holds from us
+	// nets are the networks the engine has (listed, inspected or
+	// announced by an event), even without containers: a name under an
+	// existing network that nothing answers to is NXDOMAIN, not someone
+	// else's to answer.
+	nets      map[string]netInfo
+	published map[string]bool // networks the sink holds from us
 }
 
 func newModel() *model {
@@ -207,9 +211,13 @@ func (m *model) set(id string, c *ctr) []string {
 	return touched
 }
 
-// networkNames lists every network some running container is on.
+// networkNames lists every known network and every network some running
+// container is on.
 func (m *model) networkNames() []string {
 	var names []string
+	for n := range m.nets {
+		names = append(names, n)
+	}
 	for _, c := range m.containers {
 		for n := range c.endpoints {
 			if !slices.Contains(names, n) {
@@ -221,11 +229,11 @@ func (m *model) networkNames() []string {
 	return names
 }
 
-// network builds the record of one network; nil when no running
-// container is on it.
+// network builds the record of one network; nil when the engine does not
+// have it (any more) and no running container is on it.
 func (m *model) network(name string) *netwatch.Network {
 	n := &netwatch.Network{Name: name}
-	ni := m.nets[name]
+	ni, known := m.nets[name]
 	for _, c := range m.containers {
 		ep, ok := c.endpoints[name]
 		if !ok {
@@ -248,7 +256,7 @@ func (m *model) network(name string) *netwatch.Network {
 			ni.gateway6 = ep.gateway6
 		}
 	}
-	if len(n.Endpoints) == 0 {
+	if len(n.Endpoints) == 0 && !known {
 		return nil
 	}
 	n.Subnet, n.Subnet6, n.Gateway, n.Gateway6 = ni.subnet, ni.subnet6, ni.gateway, ni.gateway6
@@ -261,3 +269,19 @@ func (m *model) network(name string) *netwatch.Network {
 	})
 	return n
 }
+
+// all is every network's record, for Replace.
+func (m *model) all() []*netwatch.Network {
+	var out []*netwatch.Network
+	for _, name := range m.networkNames() {
+		if n := m.network(name); n != nil {
+			out = append(out, n)
+			m.published[name] = true
+		}
+	}
+	return out
+}
+
+// hasDNS tells whether a network of this driver carries container
+// addresses at all (host and none do not).
+func hasDNS(driver string) bool { return driver != "host" && driver != "null" && driver != "none" }

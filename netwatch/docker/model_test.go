@@ -200,3 +200,27 @@ func TestNewEndpoint(t *testing.T) {
 		}
 	}
 }
+
+// A network the engine has stays published without containers (its names
+// are then NXDOMAIN, not someone else's), and goes once the engine drops it.
+func TestKnownEmptyNetwork(t *testing.T) {
+	m := newModel()
+	m.nets["empty"] = netInfo{subnet: netip.MustParsePrefix("10.203.9.0/24")}
+	n := m.network("empty")
+	if n == nil || len(n.Endpoints) != 0 || n.Subnet != netip.MustParsePrefix("10.203.9.0/24") {
+		t.Fatalf("known empty network: %+v", n)
+	}
+	if all := m.all(); len(all) != 1 || all[0].Name != "empty" {
+		t.Errorf("all() = %v", all)
+	}
+	delete(m.nets, "empty")
+	if n := m.network("empty"); n != nil {
+		t.Errorf("dropped network still has a record: %+v", n)
+	}
+	// A container on a network the listing did not show still publishes it.
+	c := fromInspect(inspect(t, dockerC1))
+	m.set(c.id, c)
+	if n := m.network("testnet"); n == nil || len(n.Endpoints) != 1 {
+		t.Errorf("unlisted network with a container: %+v", n)
+	}
+}
