@@ -55,7 +55,7 @@ func TestAgentBadInput(t *testing.T) {
 		{"subnet overlaps host", []string{"network", "create", "--subnet", "127.0.0.0/24", "other"}, "already in use on this host", 1},
 		{"unknown network", []string{"connect", "nosuchnet", c2}, `network "nosuchnet" not found`, 1},
 		{"unknown namespace", []string{"connect", net, "nat-nosuch"}, `namespace "nat-nosuch"`, 1},
-		{"host namespace", []string{"connect", net, "1"}, "host's own network namespace", 1},
+		{"host namespace", []string{"connect", net, strconv.Itoa(os.Getpid())}, "host's own network namespace", 1},
 		{"unknown pid", []string{"connect", net, "999999999"}, "no process with PID", 1},
 		{"duplicate endpoint name", []string{"connect", net, c2, "--name", "web"}, `endpoint name "web" is already in use`, 1},
 		{"namespace already connected", []string{"connect", net, c1}, "already connected", 1},

@@ -52,7 +52,7 @@ func Resolve(arg string) (Ref, error) {
 	if err := check(r.Path); err != nil {
 		return r, fmt.Errorf("namespace %q: %w", arg, err)
 	}
-	if Same(r.Path, "/proc/self/ns/net") {
+	if isHost(r.Path) {
 		return r, fmt.Errorf("namespace %q is the host's own network namespace: give a container's", arg)
 	}
 	return r, nil
@@ -177,4 +177,19 @@ func Same(a, b string) bool {
 		return false
 	}
 	return sa.Dev == sb.Dev && sa.Ino == sb.Ino
+}
+
+// hostNS is this process's namespace at start-up. (Not /proc/self later:
+// Create may leave the main thread, which /proc/self names, wedged in a
+// new namespace when its locked goroutine ends there.)
+var hostNS unix.Stat_t
+
+func init() { unix.Stat("/proc/thread-self/ns/net", &hostNS) }
+
+func isHost(p string) bool {
+	var st unix.Stat_t
+	if hostNS.Ino == 0 || unix.Stat(p, &st) != nil {
+		return false
+	}
+	return st.Dev == hostNS.Dev && st.Ino == hostNS.Ino
 }
