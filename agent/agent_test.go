@@ -277,3 +277,39 @@ func TestMissingBridgeIsRestored(t *testing.T) {
 		t.Fatalf("connect after restore: %v", err)
 	}
 }
+
+// A connect that died between creating its veth and recording the
+// endpoint left an intent record: the next command deletes the veth.
+func TestDeadConnectIntentIsCleaned(t *testing.T) {
+	m := newTestManager(t)
+	net := "dead" + rnd()[:4]
+	createNet(t, m, NetworkSpec{Name: net, Subnet: testSubnet()})
+	host := vethName(newID())
+	if out, err := run("ip", "link", "add", host, "type", "veth", "peer", "name", parkName(newID())); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	t.Cleanup(func() { link.DeleteLink(host) })
+	lk, snap, err := m.begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := snap.Files[net]
+	f.PendingDelete = append(f.PendingDelete, state.PendingVeth{Name: host, Since: time.Now(), Creating: true})
+	m.store.Write(f)
+	lk.Unlock()
+	// A reaper must leave an intent alone (its connect may be running)...
+	if names, _ := m.pendingNames(); len(names) != 0 {
+		t.Fatalf("reaper would delete an intent record's veth: %v", names)
+	}
+	// ...a command holding the lock knows the connect is dead.
+	if err := m.Reconcile(); err != nil {
+		t.Fatal(err)
+	}
+	if linkExists(t, host) {
+		t.Fatal("veth of the dead connect left behind")
+	}
+	snap, _ = m.Snapshot()
+	if len(snap.Files[net].PendingDelete) != 0 {
+		t.Errorf("intent record left: %+v", snap.Files[net].PendingDelete)
+	}
+}

@@ -184,7 +184,7 @@ func (m *Manager) Connect(spec ConnectSpec) (*state.Endpoint, error) {
 	// process dies before the final write, a later reconcile deletes it.
 	oldEps, oldPending, oldLeases := f.Endpoints, f.PendingDelete, cloneLeases(f.Leases)
 	restore := func() { f.Endpoints, f.PendingDelete, f.Leases = oldEps, oldPending, oldLeases }
-	f.PendingDelete = append(f.PendingDelete[:len(f.PendingDelete):len(f.PendingDelete)], state.PendingVeth{Name: v.HostName, Since: now()})
+	f.PendingDelete = append(f.PendingDelete[:len(f.PendingDelete):len(f.PendingDelete)], state.PendingVeth{Name: v.HostName, Since: now(), Creating: true})
 	if err := m.store.Write(f); err != nil {
 		restore()
 		return nil, err

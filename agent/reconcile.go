@@ -77,7 +77,10 @@ func (m *Manager) reconcile(snap *store.Snapshot) error {
 				changed = true
 				continue
 			}
-			if time.Since(p.Since) > staleAfter {
+			// We hold the lock, so no connect is running: an intent record
+			// is what a dead connect left. Otherwise the reaper had its
+			// chance.
+			if p.Creating || time.Since(p.Since) > staleAfter {
 				if err := link.DeleteLink(p.Name); err == nil {
 					changed = true
 					continue
@@ -195,7 +198,9 @@ func (m *Manager) pendingNames() (names []string, entries int) {
 	for _, f := range snap.Files {
 		for _, p := range f.PendingDelete {
 			entries++
-			if links[p.Name] {
+			// Intent records belong to a connect that may be running right
+			// now: only a reconcile, under the lock, may act on them.
+			if links[p.Name] && !p.Creating {
 				names = append(names, p.Name)
 			}
 		}

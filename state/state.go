@@ -63,6 +63,11 @@ type File struct {
 type PendingVeth struct {
 	Name  string    `json:"name"`
 	Since time.Time `json:"since"`
+	// Creating marks the intent record of a connect in progress (written
+	// before the veth exists, replaced by the endpoint when it succeeds).
+	// Found by a later command holding the lock, it means the connect died
+	// midway: the veth is deleted at once.
+	Creating bool `json:"creating,omitempty"`
 }
 
 // Owner is the process that owns an endpoint's namespace (netalias run):
