@@ -40,6 +40,7 @@ func newPodman(t testing.TB) *podmanService {
 	t.Helper()
 	testenv.RequireRoot(t)
 	testenv.RequireCommand(t, "podman")
+	testenv.RequireCommand(t, "runc")
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "containers.conf")
 	if err := os.WriteFile(conf, []byte(podmanConf), 0o644); err != nil {

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/events"
 	"github.com/docker/docker/api/types/filters"
@@ -397,9 +398,9 @@ func (s *Source) publish(m *model, sink netwatch.Sink, names []string) {
 // exists. Podman answers a container in the middle of removal with a 500
 // "no such container" rather than a 404.
 func isGone(err error) bool {
-	return err != nil && (client.IsErrNotFound(err) || strings.Contains(strings.ToLower(err.Error()), "no such container"))
+	return err != nil && (cerrdefs.IsNotFound(err) || strings.Contains(strings.ToLower(err.Error()), "no such container"))
 }
 
 func isGoneNetwork(err error) bool {
-	return err != nil && (client.IsErrNotFound(err) || strings.Contains(strings.ToLower(err.Error()), "no such network"))
+	return err != nil && (cerrdefs.IsNotFound(err) || strings.Contains(strings.ToLower(err.Error()), "no such network"))
 }
