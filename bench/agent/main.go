@@ -150,6 +150,9 @@ func (b *bench) run() error {
 	info := infos[0]
 	info["network_interface"] = "nab" + tag
 	b.nvDir = filepath.Join(b.tmp, "netavark")
+	if err := os.MkdirAll(b.nvDir, 0o755); err != nil {
+		return err
+	}
 	opts := func(ns string, ip string) []byte {
 		o := map[string]any{
 			"container_id":   randHex(32),
@@ -180,14 +183,22 @@ func (b *bench) run() error {
 		return err
 	}
 	anchorOpts := opts(anchor, "10.201.201.254")
+	// Teardown is registered before setup: a setup that fails midway
+	// leaves a bridge and iptables rules that only teardown removes.
+	b.defer_(func() { timed(anchorOpts, *netavark, "--config", b.nvDir, "teardown", "/run/netns/"+anchor) })
 	if _, err := timed(anchorOpts, *netavark, "--config", b.nvDir, "setup", "/run/netns/"+anchor); err != nil {
 		return err
 	}
-	b.defer_(func() { timed(anchorOpts, *netavark, "--config", b.nvDir, "teardown", "/run/netns/"+anchor) })
 	nvOpts := make([][]byte, *n)
+	setUp := map[int]bool{} // netavark endpoints currently set up
 	for i, ns := range b.theirs {
 		nvOpts[i] = opts(ns, fmt.Sprintf("10.201.201.%d", i+2))
 	}
+	b.defer_(func() {
+		for i := range setUp {
+			timed(nvOpts[i], *netavark, "--config", b.nvDir, "teardown", "/run/netns/"+b.theirs[i])
+		}
+	})
 
 	var oc, od, nc, nd []time.Duration
 	for r := 0; r < *rounds; r++ {
@@ -212,6 +223,7 @@ func (b *bench) run() error {
 			return err
 		}
 		for i, ns := range b.theirs {
+			setUp[i] = true
 			d, err := timed(nvOpts[i], *netavark, "--config", b.nvDir, "setup", "/run/netns/"+ns)
 			if err != nil {
 				return err
@@ -223,6 +235,7 @@ func (b *bench) run() error {
 			if err != nil {
 				return err
 			}
+			delete(setUp, i)
 			nd = append(nd, d)
 		}
 	}
