@@ -1,0 +1,62 @@
+// Command coredns is CoreDNS with a curated plugin set plus netalias, which
+// serves ALIAS.NETWORK names of containers. The set and the reason for each
+// plugin are in plugins.md; the order of the list below does not matter, the
+// directive order (dnsserver.Directives) does.
+package main
+
+import (
+	"fmt"
+	"os"
+	"slices"
+
+	"github.com/coredns/coredns/core/dnsserver"
+	"github.com/coredns/coredns/coremain"
+
+	// Curated standard plugins (see plugins.md).
+	_ "github.com/coredns/coredns/plugin/acl"
+	_ "github.com/coredns/coredns/plugin/any"
+	_ "github.com/coredns/coredns/plugin/bind"
+	_ "github.com/coredns/coredns/plugin/bufsize"
+	_ "github.com/coredns/coredns/plugin/cache"
+	_ "github.com/coredns/coredns/plugin/cancel"
+	_ "github.com/coredns/coredns/plugin/debug"
+	_ "github.com/coredns/coredns/plugin/errors"
+	_ "github.com/coredns/coredns/plugin/file"
+	_ "github.com/coredns/coredns/plugin/forward"
+	_ "github.com/coredns/coredns/plugin/health"
+	_ "github.com/coredns/coredns/plugin/hosts"
+	_ "github.com/coredns/coredns/plugin/loadbalance"
+	_ "github.com/coredns/coredns/plugin/log"
+	_ "github.com/coredns/coredns/plugin/loop"
+	_ "github.com/coredns/coredns/plugin/metadata"
+	_ "github.com/coredns/coredns/plugin/metrics"
+	_ "github.com/coredns/coredns/plugin/minimal"
+	_ "github.com/coredns/coredns/plugin/pprof"
+	_ "github.com/coredns/coredns/plugin/ready"
+	_ "github.com/coredns/coredns/plugin/reload"
+	_ "github.com/coredns/coredns/plugin/rewrite"
+	_ "github.com/coredns/coredns/plugin/template"
+	_ "github.com/coredns/coredns/plugin/whoami"
+
+	_ "github.com/netalias/netalias/plugin/netalias"
+)
+
+func main() {
+	if err := insertDirective("netalias", "hosts"); err != nil {
+		fmt.Fprintln(os.Stderr, "coredns:", err)
+		os.Exit(1)
+	}
+	coremain.Run()
+}
+
+// insertDirective puts name just before the directive before: the position
+// in the list is the position in the request chain (after cache, before
+// hosts and forward, so names we do not own still reach the internet).
+func insertDirective(name, before string) error {
+	d := slices.Clone(dnsserver.Directives)
+	i := slices.Index(d, before)
+	if i < 0 {
+		return fmt.Errorf("directive %q not found", before)
+	}
+	return dnsserver.SetDirectives(slices.Insert(d, i, name))
+}

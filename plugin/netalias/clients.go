@@ -1,0 +1,82 @@
+package netalias
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"github.com/coredns/coredns/plugin"
+	"github.com/miekg/dns"
+
+	"github.com/netalias/netalias/netwatch"
+)
+
+// Clients is who may ask. The default (managed) is loopback, the host's own
+// addresses and the managed networks' subnets: a resolver on port 53 must
+// never be an open resolver.
+type Clients struct {
+	Any      bool
+	Managed  bool
+	Prefixes []netip.Prefix
+}
+
+// ParseClients reads the arguments of the clients property.
+func ParseClients(args []string) (Clients, error) {
+	var c Clients
+	if len(args) == 0 {
+		return c, fmt.Errorf("clients needs managed, any or CIDRs")
+	}
+	for _, a := range args {
+		switch strings.ToLower(a) {
+		case "any":
+			c.Any = true
+		case "managed":
+			c.Managed = true
+		default:
+			p, err := netip.ParsePrefix(a)
+			if err != nil {
+				addr, err2 := netip.ParseAddr(a)
+				if err2 != nil {
+					return c, fmt.Errorf("clients: %q is not managed, any, a CIDR or an address", a)
+				}
+				p = netip.PrefixFrom(addr, addr.BitLen())
+			}
+			c.Prefixes = append(c.Prefixes, p.Masked())
+		}
+	}
+	return c, nil
+}
+
+// Allowed reports whether src may ask.
+func (c *Clients) Allowed(st *netwatch.Store, snap *netwatch.Snapshot, src netip.Addr) bool {
+	if c.Any {
+		return true
+	}
+	for _, p := range c.Prefixes {
+		if p.Contains(src) {
+			return true
+		}
+	}
+	if !c.Managed {
+		return false
+	}
+	return st.IsHost(src) || snap.Managed(src) || snap.Client(src) != nil
+}
+
+// gate enforces clients in front of the whole plugin chain, so that no
+// plugin before netalias (cache above all) answers a refused client.
+type gate struct {
+	h    *Netalias
+	next plugin.Handler
+}
+
+func (g gate) Name() string { return "netalias_clients" }
+
+func (g gate) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Msg) (int, error) {
+	if !g.h.Clients.Allowed(g.h.Store, g.h.Store.Snapshot(), remoteAddr(w)) {
+		g.h.m.get(ctx).refused.Inc()
+		return dns.RcodeRefused, nil
+	}
+	return g.next.ServeDNS(ctx, w, r)
+}

@@ -1,0 +1,62 @@
+package netalias
+
+import (
+	"context"
+	"sync"
+
+	"github.com/coredns/coredns/plugin"
+	"github.com/coredns/coredns/plugin/metrics"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+)
+
+var (
+	networksGauge = promauto.NewGauge(prometheus.GaugeOpts{
+		Namespace: plugin.Namespace, Subsystem: "netalias", Name: "networks",
+		Help: "Networks known to netalias.",
+	})
+	endpointsGauge = promauto.NewGauge(prometheus.GaugeOpts{
+		Namespace: plugin.Namespace, Subsystem: "netalias", Name: "endpoints",
+		Help: "Endpoints (container attachments) served.",
+	})
+	recordsGauge = promauto.NewGauge(prometheus.GaugeOpts{
+		Namespace: plugin.Namespace, Subsystem: "netalias", Name: "records",
+		Help: "Address and PTR records served.",
+	})
+	updatesTotal = promauto.NewCounterVec(prometheus.CounterOpts{
+		Namespace: plugin.Namespace, Subsystem: "netalias", Name: "updates_applied_total",
+		Help: "Changes applied to the served records, by source.",
+	}, []string{"source"})
+	answersTotal = promauto.NewCounterVec(prometheus.CounterOpts{
+		Namespace: plugin.Namespace, Subsystem: "netalias", Name: "answers_total",
+		Help: "Queries handled, by result (success, nodata, nxdomain, refused, next).",
+	}, []string{"server", "result"})
+	staleGauge = promauto.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: plugin.Namespace, Subsystem: "netalias", Name: "stale",
+		Help: "1 when a source's records may be out of date (its origin is unreachable).",
+	}, []string{"source"})
+)
+
+// answerCounters caches the per-server counters: a labelled lookup per
+// query would cost a hash and an allocation on the hot path.
+type answerCounters struct{ m sync.Map } // server → *serverCounters
+
+type serverCounters struct {
+	success, nodata, nxdomain, refused, next prometheus.Counter
+}
+
+func (a *answerCounters) get(ctx context.Context) *serverCounters {
+	server := metrics.WithServer(ctx)
+	if c, ok := a.m.Load(server); ok {
+		return c.(*serverCounters)
+	}
+	c := &serverCounters{
+		success:  answersTotal.WithLabelValues(server, "success"),
+		nodata:   answersTotal.WithLabelValues(server, "nodata"),
+		nxdomain: answersTotal.WithLabelValues(server, "nxdomain"),
+		refused:  answersTotal.WithLabelValues(server, "refused"),
+		next:     answersTotal.WithLabelValues(server, "next"),
+	}
+	got, _ := a.m.LoadOrStore(server, c)
+	return got.(*serverCounters)
+}

@@ -1,0 +1,219 @@
+package netalias
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/coredns/caddy"
+	"github.com/coredns/coredns/core/dnsserver"
+	"github.com/coredns/coredns/plugin"
+	clog "github.com/coredns/coredns/plugin/pkg/log"
+
+	"github.com/netalias/netalias/netwatch"
+	"github.com/netalias/netalias/netwatch/docker"
+	"github.com/netalias/netalias/state"
+)
+
+const pluginName = "netalias"
+
+var log = clog.NewWithPlugin(pluginName)
+
+func init() { plugin.Register(pluginName, setup) }
+
+// config is the parsed Corefile block.
+type config struct {
+	zones    []string
+	ttl      uint32
+	stateDir string // "" when `state off`
+	clients  Clients
+	fall     fallConfig
+	docker   []string // engine endpoints
+	netlink  bool
+}
+
+type fallConfig struct {
+	set   bool
+	zones []string
+}
+
+func parse(c *caddy.Controller) (*config, error) {
+	cfg := &config{ttl: 5, stateDir: state.DefaultDir, clients: Clients{Managed: true}, netlink: true}
+	i := 0
+	for c.Next() {
+		if i > 0 {
+			return nil, plugin.ErrOnce
+		}
+		i++
+		cfg.zones = plugin.OriginsFromArgsOrServerBlock(c.RemainingArgs(), c.ServerBlockKeys)
+		if len(cfg.zones) == 0 {
+			cfg.zones = []string{"."}
+		}
+		for c.NextBlock() {
+			switch c.Val() {
+			case "state":
+				args := c.RemainingArgs()
+				if len(args) != 1 {
+					return nil, c.ArgErr()
+				}
+				cfg.stateDir = args[0]
+				if args[0] == "off" {
+					cfg.stateDir = ""
+				}
+			case "ttl":
+				args := c.RemainingArgs()
+				if len(args) != 1 {
+					return nil, c.ArgErr()
+				}
+				t, err := strconv.ParseUint(args[0], 10, 32)
+				if err != nil || t > 3600 {
+					return nil, c.Errf("ttl must be a number of seconds from 0 to 3600, got %q", args[0])
+				}
+				cfg.ttl = uint32(t)
+			case "clients":
+				cl, err := ParseClients(c.RemainingArgs())
+				if err != nil {
+					return nil, c.Err(err.Error())
+				}
+				cfg.clients = cl
+			case "fallthrough":
+				cfg.fall = fallConfig{set: true, zones: c.RemainingArgs()}
+			case "docker":
+				args := c.RemainingArgs()
+				if len(args) > 1 {
+					return nil, c.ArgErr()
+				}
+				ep := docker.DefaultEndpoint
+				if len(args) == 1 {
+					ep = args[0]
+				}
+				cfg.docker = append(cfg.docker, ep)
+			case "netlink":
+				args := c.RemainingArgs()
+				if len(args) != 1 || (args[0] != "on" && args[0] != "off") {
+					return nil, c.Errf("netlink takes on or off")
+				}
+				cfg.netlink = args[0] == "on"
+			default:
+				return nil, c.Errf("unknown property '%s'", c.Val())
+			}
+		}
+	}
+	if cfg.stateDir == "" && len(cfg.docker) == 0 {
+		return nil, c.Err("no source: `state off` needs at least one `docker` source")
+	}
+	return cfg, nil
+}
+
+func setup(c *caddy.Controller) error {
+	cfg, err := parse(c)
+	if err != nil {
+		return plugin.Error(pluginName, err)
+	}
+	var sources []netwatch.Source
+	if cfg.stateDir != "" {
+		sd := netwatch.NewStateDir(cfg.stateDir)
+		sd.Logf = logf
+		sources = append(sources, sd)
+	}
+	for _, ep := range cfg.docker {
+		src, err := docker.New(ep)
+		if err != nil {
+			return plugin.Error(pluginName, err)
+		}
+		sources = append(sources, src)
+	}
+	names := make([]string, len(sources))
+	for i, s := range sources {
+		names[i] = s.Name()
+	}
+	st := netwatch.NewStore(names...)
+	st.OnChange = func(s *netwatch.Snapshot, source string) {
+		n, e, r := s.Counts()
+		networksGauge.Set(float64(n))
+		endpointsGauge.Set(float64(e))
+		recordsGauge.Set(float64(r))
+		updatesTotal.WithLabelValues(source).Inc()
+	}
+	st.OnStale = func(source string, stale bool) {
+		v := 0.0
+		if stale {
+			v = 1
+		}
+		staleGauge.WithLabelValues(source).Set(v)
+	}
+	for _, n := range names {
+		staleGauge.WithLabelValues(n).Set(0)
+	}
+	var links *netwatch.Links
+	if cfg.netlink {
+		links = netwatch.NewLinks(st)
+		links.Logf = logf
+	}
+
+	h := &Netalias{Zones: cfg.zones, TTL: cfg.ttl, Store: st, Clients: cfg.clients, m: &answerCounters{}, gated: true}
+	if cfg.fall.set {
+		h.Fall.SetZonesFromArgs(cfg.fall.zones)
+	}
+
+	var (
+		mu     sync.Mutex
+		cancel context.CancelFunc
+	)
+	c.OnStartup(func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		h.bypassCache = dnsserver.GetConfig(c).Handler("cache") != nil
+		ctx, cf := context.WithCancel(context.Background())
+		cancel = cf
+		for _, s := range sources {
+			go func() {
+				if err := s.Run(ctx, st); err != nil {
+					log.Errorf("source %s stopped: %v", s.Name(), err)
+				}
+			}()
+		}
+		if links != nil {
+			go links.Run(ctx)
+		}
+		return nil
+	})
+	c.OnShutdown(func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if cancel != nil {
+			// Sources stop on their own; a reload's new instance already runs.
+			cancel()
+			cancel = nil
+		}
+		return nil
+	})
+
+	dc := dnsserver.GetConfig(c)
+	// The clients check goes in front of the whole chain (see gate).
+	dc.Plugin = append([]plugin.Plugin{func(next plugin.Handler) plugin.Handler {
+		return gate{h: h, next: next}
+	}}, dc.Plugin...)
+	dc.AddPlugin(func(next plugin.Handler) plugin.Handler {
+		h.Next = next
+		return h
+	})
+	return nil
+}
+
+func logf(format string, args ...any) {
+	msg := format
+	for _, p := range []string{"[WARNING] plugin/netalias: ", "[ERROR] plugin/netalias: "} {
+		if strings.HasPrefix(msg, p) {
+			msg = strings.TrimPrefix(msg, p)
+			if strings.HasPrefix(p, "[ERROR]") {
+				log.Errorf(msg, args...)
+			} else {
+				log.Warningf(msg, args...)
+			}
+			return
+		}
+	}
+	log.Infof(msg, args...)
+}
