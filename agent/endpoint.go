@@ -185,7 +185,9 @@ func (m *Manager) Connect(spec ConnectSpec) (*state.Endpoint, error) {
 	oldEps, oldPending, oldLeases := f.Endpoints, f.PendingDelete, cloneLeases(f.Leases)
 	restore := func() { f.Endpoints, f.PendingDelete, f.Leases = oldEps, oldPending, oldLeases }
 	f.PendingDelete = append(f.PendingDelete[:len(f.PendingDelete):len(f.PendingDelete)], state.PendingVeth{Name: v.HostName, Since: now(), Creating: true})
-	if err := m.store.Write(f); err != nil {
+	// No fsync: a killed process loses nothing, and a machine crash takes
+	// the veth with it.
+	if err := m.store.WriteIntent(f); err != nil {
 		restore()
 		return nil, err
 	}

@@ -231,6 +231,18 @@ func Encode(f *File) ([]byte, error) {
 // fsync, rename, fsync of the directory. A crash leaves either the old or the
 // new file, never a torn one.
 func WriteAtomic(path string, data []byte) error {
+	return writeAtomic(path, data, true)
+}
+
+// WriteAtomicNoSync is WriteAtomic without the fsyncs: readers still never
+// see a torn file and a killed process loses nothing, but a machine crash
+// may lose the write. For records about kernel objects that a machine
+// crash destroys anyway (the agent's intent records).
+func WriteAtomicNoSync(path string, data []byte) error {
+	return writeAtomic(path, data, false)
+}
+
+func writeAtomic(path string, data []byte, durable bool) error {
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
@@ -250,8 +262,10 @@ func WriteAtomic(path string, data []byte) error {
 	if err := tmp.Chmod(0o644); err != nil {
 		return err
 	}
-	if err := tmp.Sync(); err != nil {
-		return err
+	if durable {
+		if err := tmp.Sync(); err != nil {
+			return err
+		}
 	}
 	if err := tmp.Close(); err != nil {
 		return err
@@ -260,6 +274,9 @@ func WriteAtomic(path string, data []byte) error {
 		return err
 	}
 	ok = true
+	if !durable {
+		return nil
+	}
 	d, err := os.Open(dir)
 	if err != nil {
 		return err
@@ -270,6 +287,15 @@ func WriteAtomic(path string, data []byte) error {
 
 // Write encodes f and writes it atomically to its place in dir.
 func Write(dir string, f *File) error {
+	return write(dir, f, WriteAtomic)
+}
+
+// WriteNoSync is Write with WriteAtomicNoSync.
+func WriteNoSync(dir string, f *File) error {
+	return write(dir, f, WriteAtomicNoSync)
+}
+
+func write(dir string, f *File, w func(string, []byte) error) error {
 	if err := os.MkdirAll(NetworksPath(dir), 0o755); err != nil {
 		return err
 	}
@@ -277,5 +303,5 @@ func Write(dir string, f *File) error {
 	if err != nil {
 		return err
 	}
-	return WriteAtomic(NetworkPath(dir, f.Network.Name), data)
+	return w(NetworkPath(dir, f.Network.Name), data)
 }

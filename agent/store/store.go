@@ -137,6 +137,15 @@ func (s *Store) Write(f *state.File) error {
 	return nil
 }
 
+// WriteIntent stores f atomically without fsync: for intent records,
+// which describe kernel objects a machine crash destroys anyway.
+func (s *Store) WriteIntent(f *state.File) error {
+	if err := state.WriteNoSync(s.Dir, f); err != nil {
+		return fmt.Errorf("write state of network %q: %w", f.Network.Name, err)
+	}
+	return nil
+}
+
 // Remove deletes network name's file and syncs the directory.
 func (s *Store) Remove(name string) error {
 	if err := os.Remove(state.NetworkPath(s.Dir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
