@@ -16,6 +16,21 @@ func TestBusyboxImageDocker(t *testing.T) {
 	if err != nil {
 		t.Fatalf("docker run %s: %v\n%s", img, err, out)
 	}
+	checkBusyboxOutput(t, out)
+}
+
+func TestBusyboxImagePodman(t *testing.T) {
+	e := podmanEngine(t)
+	img := busyboxImage(t, "podman")
+	out, err := e.cmd("run", "--rm", "--network", "none", img, "sh", "-c", "echo hi; which ping nslookup sleep cat").CombinedOutput()
+	if err != nil {
+		t.Fatalf("podman run %s: %v\n%s", img, err, out)
+	}
+	checkBusyboxOutput(t, out)
+}
+
+func checkBusyboxOutput(t *testing.T, out []byte) {
+	t.Helper()
 	for _, want := range []string{"hi", "/bin/ping", "/bin/nslookup", "/bin/sleep", "/bin/cat"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("output lacks %q:\n%s", want, out)

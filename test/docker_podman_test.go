@@ -36,20 +36,26 @@ type podmanService struct {
 	done chan struct{}
 }
 
-func newPodman(t testing.TB) *podmanService {
+// podmanEngine is the Podman CLI with a configuration that works here
+// (see podmanConf), written to a temporary file.
+func podmanEngine(t testing.TB) engine {
 	t.Helper()
 	testenv.RequireRoot(t)
 	testenv.RequireCommand(t, "podman")
 	testenv.RequireCommand(t, "runc")
-	dir := t.TempDir()
-	conf := filepath.Join(dir, "containers.conf")
+	conf := filepath.Join(t.TempDir(), "containers.conf")
 	if err := os.WriteFile(conf, []byte(podmanConf), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	return engine{bin: "podman", env: []string{"CONTAINERS_CONF=" + conf}, runArgs: []string{"--cap-add", "NET_RAW"}}
+}
+
+func newPodman(t testing.TB) *podmanService {
+	t.Helper()
 	p := &podmanService{
 		t:    t,
-		eng:  engine{bin: "podman", env: []string{"CONTAINERS_CONF=" + conf}, runArgs: []string{"--cap-add", "NET_RAW"}},
-		sock: filepath.Join(dir, "podman.sock"),
+		eng:  podmanEngine(t),
+		sock: filepath.Join(t.TempDir(), "podman.sock"),
 	}
 	p.start()
 	t.Cleanup(p.stop)

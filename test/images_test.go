@@ -17,8 +17,8 @@ import (
 // without any registry: a rootfs tarball holding /bin/busybox (static) and a
 // symlink per applet (sh, ping, nslookup, sleep, cat, ...). It returns the
 // image reference, unique to the caller, and removes the image in
-// t.Cleanup. The engine's CLI runs with the test's environment, so a Podman
-// caller can point CONTAINERS_CONF at its own configuration first.
+// t.Cleanup. Import needs no runtime, so the plain CLI does for Podman too;
+// running the image with Podman here needs runc (see podmanEngine).
 func busyboxImage(t testing.TB, engine string) string {
 	t.Helper()
 	requireBusybox(t)

@@ -153,10 +153,13 @@ func (s *Source) session(ctx context.Context, sink netwatch.Sink) (synced bool, 
 		return false, err
 	}
 	sink.Replace(s.Name(), m.all())
-	s.synced.Store(true)
-	if s.stale.Swap(false) {
+	if first := !s.synced.Swap(true); s.stale.Swap(false) {
 		sink.SetStale(s.Name(), false)
-		s.Logf("docker: %s reachable again, resynced", s.endpoint)
+		if first {
+			s.Logf("docker: connected to %s, synced", s.endpoint)
+		} else {
+			s.Logf("docker: %s reachable again, resynced", s.endpoint)
+		}
 	}
 	// The periodic network listing is a liveness check (a frozen daemon
 	// sends no events and closes nothing) and catches networks created or
