@@ -47,6 +47,16 @@ func TestAgentTwoNamespacesPing(t *testing.T) {
 	if out, err := exec.Command("ping", "-c1", "-W1", ep1.IPv4).CombinedOutput(); err != nil {
 		t.Errorf("host cannot ping %s: %v %s", ep1.IPv4, err, out)
 	}
+	// Our rules in the host's FORWARD chain stay readable by iptables (and
+	// so by Docker, which edits that chain with iptables-nft).
+	if _, err := exec.LookPath("iptables"); err == nil {
+		out, err := exec.Command("iptables", "-S", "FORWARD").CombinedOutput()
+		if err != nil {
+			t.Errorf("iptables -S FORWARD fails with our rules present: %v: %s", err, out)
+		} else if pol, _ := exec.Command("iptables", "-S", "FORWARD", "1").Output(); strings.Contains(string(out), "-P FORWARD DROP") && !strings.Contains(string(out), e.file(net).Network.Bridge) {
+			t.Errorf("FORWARD policy is DROP but has no accept rule for our bridge:\n%s%s", out, pol)
+		}
+	}
 	ls := agJSON[[]map[string]any](t, e.must("network", "ls", "--format", "json"))
 	if len(ls) != 1 || ls[0]["name"] != net || ls[0]["subnet"] != sub || ls[0]["endpoints"] != float64(2) {
 		t.Errorf("ls --format json: %v", ls)
