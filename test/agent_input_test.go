@@ -63,6 +63,8 @@ func TestAgentBadInput(t *testing.T) {
 		{"address in use", []string{"connect", net, c2, "--ip", used}, "already in use", 1},
 		{"address outside subnet", []string{"connect", net, c2, "--ip", "10.201.250.7"}, "is not inside subnet", 1},
 		{"address is gateway", []string{"connect", net, c2, "--ip", base + ".1"}, "is the gateway of network", 1},
+		{"IPv6 address on an IPv4-only network", []string{"connect", net, c2, "--ip6", "fd00:201::5"}, "has no IPv6 subnet", 1},
+		{"events without an agent", []string{"events"}, "no agent listening", 1},
 		{"address not an IP", []string{"connect", net, c2, "--ip", "x"}, `invalid --ip "x"`, 1},
 		{"endpoint name invalid", []string{"connect", net, c2, "--name", "a_b"}, `invalid endpoint name "a_b"`, 1},
 		{"alias invalid", []string{"connect", net, c2, "--alias", "bad alias"}, `invalid alias "bad alias"`, 1},
