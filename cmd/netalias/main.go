@@ -67,16 +67,16 @@ func (m *multi) String() string     { return strings.Join(*m, ",") }
 func (m *multi) Set(v string) error { *m = append(*m, v); return nil }
 
 // parse parses flags anywhere among the positionals (docker style).
-func parse(fs *flag.FlagSet, args []string) ([]string, []string, error) {
+func parse(fs *flag.FlagSet, args []string) ([]string, error) {
 	fs.SetOutput(io.Discard)
 	var pos []string
 	for {
 		if err := fs.Parse(args); err != nil {
-			return nil, nil, usageError{fmt.Sprintf("%s: %v", fs.Name(), err)}
+			return nil, usageError{fmt.Sprintf("%s: %v", fs.Name(), err)}
 		}
 		args = fs.Args()
 		if len(args) == 0 {
-			return pos, nil, nil
+			return pos, nil
 		}
 		pos = append(pos, args[0])
 		args = args[1:]
@@ -175,7 +175,7 @@ func networkCmd(dir string, args []string) error {
 		fs.StringVar(&spec.Gateway6, "gateway6", "", "")
 		fs.BoolVar(&spec.Internal, "internal", false, "")
 		fs.IntVar(&spec.MTU, "mtu", 0, "")
-		pos, _, err := parse(fs, args)
+		pos, err := parse(fs, args)
 		if err != nil {
 			return err
 		}
@@ -197,7 +197,7 @@ func networkCmd(dir string, args []string) error {
 		fs := flag.NewFlagSet("network ls", flag.ContinueOnError)
 		format := fs.String("format", "", "")
 		quiet := fs.Bool("q", false, "")
-		pos, _, err := parse(fs, args)
+		pos, err := parse(fs, args)
 		if err != nil {
 			return err
 		}
@@ -208,7 +208,7 @@ func networkCmd(dir string, args []string) error {
 	case "inspect":
 		fs := flag.NewFlagSet("network inspect", flag.ContinueOnError)
 		format := fs.String("format", "json", "")
-		pos, _, err := parse(fs, args)
+		pos, err := parse(fs, args)
 		if err != nil {
 			return err
 		}
@@ -223,7 +223,7 @@ func networkCmd(dir string, args []string) error {
 		fs := flag.NewFlagSet("network rm", flag.ContinueOnError)
 		force := fs.Bool("force", false, "")
 		fs.BoolVar(force, "f", false, "")
-		pos, _, err := parse(fs, args)
+		pos, err := parse(fs, args)
 		if err != nil {
 			return err
 		}
@@ -372,7 +372,7 @@ func connectCmd(dir string, args []string) error {
 	fs.Var(&links, "link", "")
 	fs.StringVar(&spec.IP, "ip", "", "")
 	fs.StringVar(&spec.IP6, "ip6", "", "")
-	pos, _, err := parse(fs, args)
+	pos, err := parse(fs, args)
 	if err != nil {
 		return err
 	}
@@ -393,7 +393,7 @@ func connectCmd(dir string, args []string) error {
 
 func disconnectCmd(dir string, args []string) error {
 	fs := flag.NewFlagSet("disconnect", flag.ContinueOnError)
-	pos, _, err := parse(fs, args)
+	pos, err := parse(fs, args)
 	if err != nil {
 		return err
 	}
@@ -425,7 +425,7 @@ func runCmd(dir string, args []string) (int, error) {
 	fs.Var(&aliases, "alias", "")
 	fs.Var(&aliases, "network-alias", "")
 	fs.Var(&links, "link", "")
-	pos, _, err := parse(fs, args)
+	pos, err := parse(fs, args)
 	if err != nil {
 		return 0, err
 	}
@@ -467,7 +467,7 @@ func eventsCmd(dir string, args []string) error {
 func agentCmd(dir string, args []string) error {
 	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
 	interval := fs.Duration("interval", 2*time.Second, "")
-	pos, _, err := parse(fs, args)
+	pos, err := parse(fs, args)
 	if err != nil {
 		return err
 	}
