@@ -3,7 +3,6 @@ package test
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"slices"
 	"sort"
 	"testing"
@@ -25,8 +24,7 @@ func BenchmarkDockerEventToRecord(b *testing.B) {
 	testenv.RequireDocker(b)
 	e := engine{bin: "docker"}
 	img := busyboxImage(b, "docker")
-	subnet, _ := dockerSubnet()
-	net := e.network(b, "--subnet", subnet)
+	net, _ := e.networkIn(b, "10.203", nil)
 	ctr := natestName("bench")
 	e.run(b, ctr, img, "sleep", "3600")
 
@@ -130,9 +128,8 @@ func BenchmarkPodmanConnectToAnswer(b *testing.B) {
 	p := newPodman(b)
 	e := p.eng
 	img := busyboxImage(b, "podman")
-	third := 1 + rand.IntN(250)
+	net, third := e.networkIn(b, "10.204", nil) // aardvark-dns on
 	gw := fmt.Sprintf("10.204.%d.1", third)
-	net := e.network(b, "--subnet", fmt.Sprintf("10.204.%d.0/24", third)) // aardvark-dns on
 	e.run(b, natestName("keeper"), "--network", net, img, "sleep", "3600")
 	ctr := natestName("bench")
 	e.run(b, ctr, img, "sleep", "3600")
@@ -169,8 +166,7 @@ func BenchmarkDockerEventToAnswer(b *testing.B) {
 	testenv.RequireDocker(b)
 	e := engine{bin: "docker"}
 	img := busyboxImage(b, "docker")
-	subnet, _ := dockerSubnet()
-	net := e.network(b, "--subnet", subnet)
+	net, _ := e.networkIn(b, "10.203", nil)
 	ctr := natestName("bench")
 	e.run(b, ctr, img, "sleep", "3600")
 	startCoreDNS(b, "        state off\n        docker unix:///var/run/docker.sock", nil, true)

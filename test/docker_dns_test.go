@@ -211,8 +211,10 @@ func TestDockerDNS(t *testing.T) {
 	testenv.RequireDocker(t)
 	e := engine{bin: "docker"}
 	img := busyboxImage(t, "docker")
-	subnet, third := dockerSubnet()
-	net := e.network(t, "--ipv6", "--subnet", subnet, "--subnet", fmt.Sprintf("fd00:203:%d::/64", third))
+	net, third := e.networkIn(t, "10.203", func(third int) []string {
+		return []string{"--ipv6", "--subnet", fmt.Sprintf("fd00:203:%d::/64", third)}
+	})
+	subnet := fmt.Sprintf("10.203.%d.0/24", third)
 	gw := fmt.Sprintf("10.203.%d.1", third)
 	bridgeGW := e.must(t, "network", "inspect", "-f", "{{(index .IPAM.Config 0).Gateway}}", "bridge")
 	if bridgeGW == "" {

@@ -3,7 +3,9 @@ package test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
@@ -47,17 +49,35 @@ func (e engine) must(t testing.TB, args ...string) string {
 	return strings.TrimSpace(string(out))
 }
 
-// network creates a network removed at cleanup; returns its name.
-func (e engine) network(t testing.TB, args ...string) string {
+// networkIn creates a network (removed at cleanup) on a random /24 of
+// base ("10.203" for Docker, "10.204" for Podman), trying another when the
+// engine finds the subnet taken (say, left over by a crashed run). extra
+// adds arguments that depend on the chosen third octet.
+func (e engine) networkIn(t testing.TB, base string, extra func(third int) []string) (name string, third int) {
 	t.Helper()
-	name := natestName("natest")
-	e.must(t, append(append([]string{"network", "create"}, args...), name)...)
+	name = natestName("natest")
+	for try := 0; ; try++ {
+		third = 1 + rand.IntN(250)
+		args := []string{"network", "create", "--subnet", fmt.Sprintf("%s.%d.0/24", base, third)}
+		if extra != nil {
+			args = append(args, extra(third)...)
+		}
+		out, err := e.cmd(append(args, name)...).CombinedOutput()
+		if err == nil {
+			break
+		}
+		low := strings.ToLower(string(out))
+		if try < 8 && (strings.Contains(low, "overlap") || strings.Contains(low, "already") || strings.Contains(low, "in use")) {
+			continue
+		}
+		t.Fatalf("%s %s: %v\n%s", e.bin, strings.Join(args, " "), err, out)
+	}
 	t.Cleanup(func() {
 		if out, err := e.cmd("network", "rm", name).CombinedOutput(); err != nil {
 			t.Logf("%s network rm %s: %v\n%s", e.bin, name, err, out)
 		}
 	})
-	return name
+	return name, third
 }
 
 // run starts a detached container (removed at cleanup) and returns its id.

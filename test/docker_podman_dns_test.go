@@ -2,7 +2,6 @@ package test
 
 import (
 	"fmt"
-	"math/rand/v2"
 	"slices"
 	"strings"
 	"testing"
@@ -18,11 +17,9 @@ func TestPodmanDNS(t *testing.T) {
 	p := newPodman(t)
 	e := p.eng
 	img := busyboxImage(t, "podman")
-	third := 1 + rand.IntN(250)
-	subnet := fmt.Sprintf("10.204.%d.0/24", third)
-	gw := fmt.Sprintf("10.204.%d.1", third)
 	// No aardvark-dns: it would hold GATEWAY:53, which is ours here.
-	net := e.network(t, "--disable-dns", "--subnet", subnet)
+	net, third := e.networkIn(t, "10.204", func(int) []string { return []string{"--disable-dns"} })
+	gw := fmt.Sprintf("10.204.%d.1", third)
 
 	// Running before the DNS server starts: found by the initial listing.
 	// (It also brings the network's bridge and gateway address up.)

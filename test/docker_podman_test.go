@@ -2,7 +2,6 @@ package test
 
 import (
 	"fmt"
-	"math/rand/v2"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -102,9 +101,8 @@ func TestPodmanSource(t *testing.T) {
 	p := newPodman(t)
 	e := p.eng
 	img := busyboxImage(t, "podman")
-	third := 1 + rand.IntN(250)
+	net, third := e.networkIn(t, "10.204", nil)
 	subnet := fmt.Sprintf("10.204.%d.0/24", third)
-	net := e.network(t, "--subnet", subnet)
 
 	src, sink := startSource(t, p.endpoint())
 	eventually(t, 10*time.Second, "first sync", src.Synced)
@@ -156,7 +154,7 @@ func TestPodmanSource(t *testing.T) {
 
 	// network connect / disconnect (Podman's events name the container,
 	// not the network).
-	other := e.network(t, "--disable-dns", "--subnet", fmt.Sprintf("10.204.%d.0/24", (third+1)%250+1))
+	other, _ := e.networkIn(t, "10.204", func(int) []string { return []string{"--disable-dns"} })
 	e.must(t, "network", "connect", "--alias", "extra", other, c1r)
 	eventually(t, 2*time.Second, "alias on the connected network", func() bool {
 		return slices.Equal(sink.lookup("extra", other), []netip.Addr{e.ip(t, c1r, other)})

@@ -3,7 +3,6 @@ package test
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"net/netip"
 	"slices"
 	"sync/atomic"
@@ -14,12 +13,6 @@ import (
 	"github.com/netalias/netalias/netwatch"
 	"github.com/netalias/netalias/netwatch/docker"
 )
-
-// dockerSubnet picks a /24 in the range reserved for these tests.
-func dockerSubnet() (subnet string, third int) {
-	third = 1 + rand.IntN(250)
-	return fmt.Sprintf("10.203.%d.0/24", third), third
-}
 
 func addrs(ss ...netip.Addr) []netip.Addr {
 	slices.SortFunc(ss, netip.Addr.Compare)
@@ -33,8 +26,8 @@ func TestDockerSource(t *testing.T) {
 	testenv.RequireDocker(t)
 	e := engine{bin: "docker"}
 	img := busyboxImage(t, "docker")
-	subnet, third := dockerSubnet()
-	net := e.network(t, "--subnet", subnet)
+	net, third := e.networkIn(t, "10.203", nil)
+	subnet := fmt.Sprintf("10.203.%d.0/24", third)
 
 	proxy := newSockProxy(t, "/var/run/docker.sock")
 	src, sink := startSource(t, proxy.endpoint())
@@ -44,9 +37,7 @@ func TestDockerSource(t *testing.T) {
 	}
 
 	// Networks come and go with their events, containers or not.
-	later := natestName("natest")
-	e.must(t, "network", "create", "--subnet", fmt.Sprintf("10.203.%d.0/24", third%250+1), later)
-	t.Cleanup(func() { e.cmd("network", "rm", later).Run() })
+	later, _ := e.networkIn(t, "10.203", nil)
 	has := func(name string) bool { sink.mu.Lock(); defer sink.mu.Unlock(); return sink.nets[name] != nil }
 	eventually(t, time.Second, "created network published", func() bool { return has(later) })
 	e.must(t, "network", "rm", later)
