@@ -184,6 +184,22 @@ func (m *Manager) Reap() error {
 	}
 }
 
+// ReaperRunning reports whether a reaper holds stateDir's reap lock. A
+// running reaper looks at the pending list again after it lets the lock
+// go, so an entry written before this call needs no new reaper.
+func ReaperRunning(stateDir string) bool {
+	f, err := os.Open(filepath.Join(stateDir, "reap.lock"))
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		return err == syscall.EWOULDBLOCK
+	}
+	syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+	return false
+}
+
 // pendingNames lists veths pending deletion that still exist, and counts
 // all pending entries.
 func (m *Manager) pendingNames() (names []string, entries int) {

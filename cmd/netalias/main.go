@@ -123,6 +123,8 @@ func run(args []string) (int, error) {
 	case "agent":
 		return 0, agentCmd(dir, args)
 	case "__reap":
+		// Background work: leave the CPU to the commands users wait for.
+		syscall.Setpriority(syscall.PRIO_PROCESS, 0, 10)
 		m, err := agent.New(agent.Options{StateDir: dir, Emit: publisher(dir)})
 		if err != nil {
 			return 0, err
@@ -143,6 +145,9 @@ func publisher(dir string) func(events.Event) {
 // has returned.
 func spawnReaper(dir string) func() {
 	return func() {
+		if agent.ReaperRunning(dir) {
+			return // it will pick our entry up before it exits
+		}
 		self, err := os.Executable()
 		if err != nil {
 			return
