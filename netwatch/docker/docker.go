@@ -104,11 +104,14 @@ func (s *Source) APIVersion() string {
 func (s *Source) Run(ctx context.Context, sink netwatch.Sink) error {
 	defer s.cli.Close()
 	backoff := minBackoff
-	down := false // an outage has been logged
+	logged := "" // the failure last logged: a retry failing alike stays quiet
 	for {
 		synced, err := s.session(ctx, sink)
 		if ctx.Err() != nil {
 			return nil
+		}
+		if err == nil {
+			err = errors.New("session ended")
 		}
 		if synced {
 			backoff = minBackoff
@@ -116,13 +119,18 @@ func (s *Source) Run(ctx context.Context, sink netwatch.Sink) error {
 		if !s.stale.Swap(true) {
 			sink.SetStale(s.Name(), true)
 		}
-		switch {
+		switch msg := err.Error(); {
 		case synced:
 			s.Logf("docker: lost %s, serving last known records, reconnecting: %v", s.endpoint, err)
-		case !down && !s.synced.Load():
+			logged = msg
+		case msg == logged:
+		case !s.synced.Load():
 			s.Logf("docker: %s not reachable yet, will keep trying: %v", s.endpoint, err)
+			logged = msg
+		default:
+			s.Logf("docker: %s: %v (will keep trying)", s.endpoint, err)
+			logged = msg
 		}
-		down = true
 		select {
 		case <-ctx.Done():
 			return nil
