@@ -1,0 +1,372 @@
+package docker
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/events"
+
+	"github.com/netalias/netalias/netwatch"
+)
+
+// fakeEngine serves the few Engine API calls the source makes, on a unix
+// socket, from state the test sets, with an event stream the test feeds
+// and can break. It speaks like Podman's compat service where the two
+// differ when podman is set.
+type fakeEngine struct {
+	t        *testing.T
+	sock     string
+	mu       sync.Mutex
+	ctrs     map[string]string // id → inspect JSON
+	nets     map[string]string // id → {"Name","Driver","IPAM"} JSON
+	listAs   map[string]string // id → name in the listing, when it differs (Podman)
+	streams  map[chan events.Message]bool
+	srv      *http.Server
+	inspects int
+}
+
+func newFakeEngine(t *testing.T) *fakeEngine {
+	f := &fakeEngine{t: t, sock: filepath.Join(t.TempDir(), "engine.sock"),
+		ctrs: map[string]string{}, nets: map[string]string{}, listAs: map[string]string{}, streams: map[chan events.Message]bool{}}
+	f.start()
+	t.Cleanup(f.stop)
+	return f
+}
+
+func (f *fakeEngine) start() {
+	ln, err := net.Listen("unix", f.sock)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/_ping", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Api-Version", "1.41")
+		w.Write([]byte("OK"))
+	})
+	mux.HandleFunc("/v1.41/containers/json", func(w http.ResponseWriter, r *http.Request) {
+		f.mu.Lock()
+		var list []map[string]string
+		for id := range f.ctrs {
+			list = append(list, map[string]string{"Id": id})
+		}
+		f.mu.Unlock()
+		json.NewEncoder(w).Encode(list)
+	})
+	mux.HandleFunc("/v1.41/containers/{id}/json", func(w http.ResponseWriter, r *http.Request) {
+		f.mu.Lock()
+		f.inspects++
+		var body string
+		for id, js := range f.ctrs {
+			if strings.HasPrefix(id, r.PathValue("id")) {
+				body = js
+			}
+		}
+		f.mu.Unlock()
+		if body == "" {
+			http.Error(w, `{"message":"no such container"}`, http.StatusNotFound)
+			return
+		}
+		w.Write([]byte(body))
+	})
+	mux.HandleFunc("/v1.41/networks", func(w http.ResponseWriter, r *http.Request) {
+		f.mu.Lock()
+		var list []json.RawMessage
+		for id, js := range f.nets {
+			if as, ok := f.listAs[id]; ok {
+				var n map[string]any
+				json.Unmarshal([]byte(js), &n)
+				n["Name"] = as
+				b, _ := json.Marshal(n)
+				js = string(b)
+			}
+			list = append(list, json.RawMessage(strings.Replace(js, "{", `{"Id":"`+id+`",`, 1)))
+		}
+		f.mu.Unlock()
+		json.NewEncoder(w).Encode(list)
+	})
+	mux.HandleFunc("/v1.41/networks/{id}", func(w http.ResponseWriter, r *http.Request) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		for id, js := range f.nets {
+			var n struct{ Name string }
+			json.Unmarshal([]byte(js), &n)
+			if id == r.PathValue("id") || n.Name == r.PathValue("id") {
+				w.Write([]byte(js))
+				return
+			}
+		}
+		http.Error(w, `{"message":"no such network"}`, http.StatusNotFound)
+	})
+	mux.HandleFunc("/v1.41/events", func(w http.ResponseWriter, r *http.Request) {
+		ch := make(chan events.Message, 1000)
+		f.mu.Lock()
+		f.streams[ch] = true
+		f.mu.Unlock()
+		defer func() { f.mu.Lock(); delete(f.streams, ch); f.mu.Unlock() }()
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		enc := json.NewEncoder(w)
+		for {
+			select {
+			case m, ok := <-ch:
+				if !ok {
+					return
+				}
+				enc.Encode(m)
+				w.(http.Flusher).Flush()
+			case <-r.Context().Done():
+				return
+			}
+		}
+	})
+	f.srv = &http.Server{Handler: mux}
+	go f.srv.Serve(ln)
+}
+
+// stop closes the socket and every connection: the engine is gone.
+func (f *fakeEngine) stop() {
+	f.srv.Close()
+	f.mu.Lock()
+	for ch := range f.streams {
+		close(ch)
+		delete(f.streams, ch)
+	}
+	f.mu.Unlock()
+}
+
+func (f *fakeEngine) emit(m events.Message) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for ch := range f.streams {
+		ch <- m
+	}
+}
+
+func (f *fakeEngine) streaming() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.streams) > 0
+}
+
+// setCtr sets (js != "") or removes a container.
+func (f *fakeEngine) setCtr(id, js string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if js == "" {
+		delete(f.ctrs, id)
+	} else {
+		f.ctrs[id] = js
+	}
+}
+
+func ctrJSON(id, name, network, ip string, extra string) string {
+	return fmt.Sprintf(`{"Id":%q,"Name":"/%s","State":{"Running":true},"Config":{"Labels":{}},"HostConfig":{},
+	 "NetworkSettings":{"Networks":{%q:{"IPAddress":%q,"Gateway":"10.9.0.1"%s}}}}`, id, name, network, ip, extra)
+}
+
+// memSink records what the source publishes, in order.
+type memSink struct {
+	mu    sync.Mutex
+	nets  map[string]*netwatch.Network
+	stale bool
+	log   []string
+}
+
+func (m *memSink) Replace(_ string, ns []*netwatch.Network) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.nets = map[string]*netwatch.Network{}
+	for _, n := range ns {
+		m.nets[n.Name] = n
+	}
+	m.log = append(m.log, "replace")
+}
+func (m *memSink) Update(_ string, n *netwatch.Network) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.nets[n.Name] = n
+	m.log = append(m.log, "update "+n.Name)
+}
+func (m *memSink) Remove(_ string, name string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.nets, name)
+	m.log = append(m.log, "remove "+name)
+}
+func (m *memSink) SetStale(_ string, s bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.stale = s
+}
+
+// names is "NAME=IP" for every endpoint of network, sorted by the model.
+func (m *memSink) names(network string) string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := m.nets[network]
+	if n == nil {
+		return "<none>"
+	}
+	var out []string
+	for _, e := range n.Endpoints {
+		out = append(out, e.Name+"="+e.IPv4.String())
+	}
+	return strings.Join(out, ",")
+}
+
+func (m *memSink) isStale() bool { m.mu.Lock(); defer m.mu.Unlock(); return m.stale }
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out: %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func runSource(t *testing.T, f *fakeEngine) (*Source, *memSink) {
+	s, err := NewSource("unix://" + f.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Logf = t.Logf
+	sink := &memSink{nets: map[string]*netwatch.Network{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); s.Run(ctx, sink) }()
+	t.Cleanup(func() { cancel(); <-done })
+	waitFor(t, "first sync", s.Synced)
+	waitFor(t, "event stream open", f.streaming)
+	return s, sink
+}
+
+const testnet = `{"Name":"testnet","Driver":"bridge","IPAM":{"Config":[{"Subnet":"10.9.0.0/24","Gateway":"10.9.0.1"}]}}`
+
+// Events apply in the order sent: a burst of changes to one container
+// ends in the engine's final state, whatever the timing.
+func TestSourceEventOrder(t *testing.T) {
+	f := newFakeEngine(t)
+	f.nets["n1"] = testnet
+	_, sink := runSource(t, f)
+	if got := sink.names("testnet"); got != "" {
+		t.Fatalf("empty network published as %q", got)
+	}
+	id := strings.Repeat("ab", 32)
+	for i := 1; i <= 50; i++ {
+		f.setCtr(id, ctrJSON(id, "c1", "testnet", fmt.Sprintf("10.9.0.%d", i), ""))
+		f.emit(events.Message{Type: events.ContainerEventType, Action: events.ActionStart, Actor: events.Actor{ID: id}})
+	}
+	waitFor(t, "last address", func() bool { return sink.names("testnet") == "c1=10.9.0.50" })
+	// Replayed events for an unchanged container publish nothing.
+	sink.mu.Lock()
+	n := len(sink.log)
+	sink.mu.Unlock()
+	f.emit(events.Message{Type: events.ContainerEventType, Action: events.ActionStart, Actor: events.Actor{ID: id}})
+	f.setCtr(id, "")
+	f.emit(events.Message{Type: events.ContainerEventType, Action: events.ActionDestroy, Actor: events.Actor{ID: id}})
+	waitFor(t, "removed", func() bool { return sink.names("testnet") == "" })
+	sink.mu.Lock()
+	tail := sink.log[n:]
+	sink.mu.Unlock()
+	if len(tail) != 1 || tail[0] != "update testnet" {
+		t.Errorf("after a redundant event and a removal, published %v; want one update", tail)
+	}
+}
+
+// Podman: connect events name the container as the actor (short id), and
+// the default network is listed as "bridge" but inspected as "podman".
+func TestSourcePodmanShapes(t *testing.T) {
+	f := newFakeEngine(t)
+	f.nets["2f259bab93aa"] = `{"Name":"podman","Driver":"bridge","IPAM":{"Config":[{"Subnet":"10.88.0.0/16","Gateway":"10.88.0.1"}]}}`
+	f.listAs["2f259bab93aa"] = "bridge"
+	_, sink := runSource(t, f)
+	if sink.names("podman") != "" || sink.names("bridge") != "<none>" {
+		t.Fatalf("default network published as bridge %q, podman %q; want podman only", sink.names("bridge"), sink.names("podman"))
+	}
+	id := strings.Repeat("cd", 32)
+	f.setCtr(id, ctrJSON(id, "p1", "podman", "10.88.0.5", `,"Aliases":["`+id[:12]+`"]`))
+	f.emit(events.Message{Type: events.NetworkEventType, Action: events.ActionConnect, Actor: events.Actor{ID: id[:12], Attributes: map[string]string{"name": "p1"}}})
+	waitFor(t, "p1 on podman", func() bool { return sink.names("podman") == "p1=10.88.0.5" })
+	// Podman says "remove", and the actor may be a short id.
+	f.setCtr(id, "")
+	f.emit(events.Message{Type: events.ContainerEventType, Action: events.ActionRemove, Actor: events.Actor{ID: id[:12]}})
+	waitFor(t, "p1 removed", func() bool { return sink.names("podman") == "" })
+}
+
+// The engine goes away: records stay and are stale; a container removed
+// meanwhile goes with the resync; a network that vanished goes too.
+func TestSourceReconnect(t *testing.T) {
+	f := newFakeEngine(t)
+	f.nets["n1"] = testnet
+	a, b := strings.Repeat("a", 64), strings.Repeat("b", 64)
+	f.setCtr(a, ctrJSON(a, "keep", "testnet", "10.9.0.2", ""))
+	f.setCtr(b, ctrJSON(b, "gone", "testnet", "10.9.0.3", ""))
+	_, sink := runSource(t, f)
+	if got := sink.names("testnet"); got != "gone=10.9.0.3,keep=10.9.0.2" {
+		t.Fatalf("initial listing: %q", got)
+	}
+	f.stop()
+	waitFor(t, "stale", sink.isStale)
+	if got := sink.names("testnet"); got != "gone=10.9.0.3,keep=10.9.0.2" {
+		t.Errorf("while down: %q, want the last known records", got)
+	}
+	f.setCtr(b, "")
+	f.start()
+	waitFor(t, "fresh again", func() bool { return !sink.isStale() })
+	if got := sink.names("testnet"); got != "keep=10.9.0.2" {
+		t.Errorf("after resync: %q", got)
+	}
+	sink.mu.Lock()
+	defer sink.mu.Unlock()
+	if n := netip.MustParsePrefix("10.9.0.0/24"); sink.nets["testnet"].Subnet != n {
+		t.Errorf("subnet %v", sink.nets["testnet"].Subnet)
+	}
+}
+
+// Podman announces no network creation or removal: the periodic listing
+// finds both.
+func TestSourceNetworksWithoutEvents(t *testing.T) {
+	old := watchdogInterval
+	watchdogInterval = 20 * time.Millisecond
+	t.Cleanup(func() { watchdogInterval = old })
+	f := newFakeEngine(t)
+	_, sink := runSource(t, f)
+	f.mu.Lock()
+	f.nets["n1"] = testnet
+	f.mu.Unlock()
+	waitFor(t, "new network published", func() bool { return sink.names("testnet") == "" })
+	f.mu.Lock()
+	delete(f.nets, "n1")
+	f.mu.Unlock()
+	waitFor(t, "removed network dropped", func() bool { return sink.names("testnet") == "<none>" })
+}
+
+// A ping that fails while the stream stays open (a frozen daemon) counts
+// as an outage too.
+func TestSourceFrozenEngine(t *testing.T) {
+	old := watchdogInterval
+	watchdogInterval = 20 * time.Millisecond
+	t.Cleanup(func() { watchdogInterval = old })
+	oldTimeout := requestTimeout
+	requestTimeout = 200 * time.Millisecond
+	t.Cleanup(func() { requestTimeout = oldTimeout })
+	f := newFakeEngine(t)
+	_, sink := runSource(t, f)
+	f.mu.Lock() // every request but the open stream now hangs
+	waitFor(t, "stale while frozen", sink.isStale)
+	f.mu.Unlock()
+	waitFor(t, "fresh after thaw", func() bool { return !sink.isStale() })
+}
