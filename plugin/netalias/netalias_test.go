@@ -81,7 +81,9 @@ type tcase struct {
 	next bool
 }
 
-func soa(apex string) dns.RR { return test.SOA(apex + " 5 IN SOA ns.dns." + apex + " hostmaster." + apex + " 1 7200 1800 86400 5") }
+func soa(apex string) dns.RR {
+	return test.SOA(apex + " 5 IN SOA ns.dns." + apex + " hostmaster." + apex + " 1 7200 1800 86400 5")
+}
 
 var cases = []tcase{
 	// NAME.NETWORK and ALIAS.NETWORK from the host, case-insensitive.
