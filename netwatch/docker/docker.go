@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -38,6 +39,9 @@ var (
 	requestTimeout   = 10 * time.Second
 	watchdogInterval = 5 * time.Second
 )
+
+// resyncParallel is how many inspects a resync keeps in flight.
+const resyncParallel = 8
 
 // Source follows one engine endpoint.
 type Source struct {
@@ -222,15 +226,35 @@ func (s *Source) resync(ctx context.Context) (*model, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list containers: %w", err)
 	}
-	for _, c := range list {
-		info, err := s.inspect(ctx, c.ID)
-		if isGone(err) {
-			continue // gone since the listing; its events follow
-		}
+	// Inspect a few at a time: a resync of a busy host is that many round
+	// trips, and the engine serves them concurrently.
+	infos := make([]*ctr, len(list))
+	errs := make([]error, len(list))
+	sem := make(chan struct{}, resyncParallel)
+	var wg sync.WaitGroup
+	for i, c := range list {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			info, err := s.inspect(ctx, c.ID)
+			switch {
+			case isGone(err): // gone since the listing; its events follow
+			case err != nil:
+				errs[i] = fmt.Errorf("inspect container %s: %w", shortID(c.ID), err)
+			default:
+				infos[i] = fromInspect(info)
+			}
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
 		if err != nil {
-			return nil, fmt.Errorf("inspect container %s: %w", shortID(c.ID), err)
+			return nil, err // the first is enough: the whole resync is retried
 		}
-		if x := fromInspect(info); x != nil {
+	}
+	for _, x := range infos {
+		if x != nil {
 			m.set(x.id, x)
 		}
 	}
