@@ -14,6 +14,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/netalias/netalias/internal/testenv"
+	"github.com/netalias/netalias/netwatch/docker"
 )
 
 // BenchmarkDockerEventToRecord measures how long after the engine emits an
@@ -211,4 +212,42 @@ func BenchmarkDockerEventToAnswer(b *testing.B) {
 	b.ReportMetric(median(up), "ms-connect")
 	b.ReportMetric(median(down), "ms-disconnect")
 	b.ReportMetric(float64(slices.Max(append(up, down...)).Microseconds())/1000, "ms-max")
+}
+
+// BenchmarkDockerResync: a source's complete first sync (list, inspect
+// every container, networks) against the real Docker Engine running 30
+// containers of ours (plus whatever else runs there).
+func BenchmarkDockerResync(b *testing.B) {
+	testenv.RequireDocker(b)
+	e := engine{bin: "docker"}
+	img := busyboxImage(b, "docker")
+	net, _ := e.networkIn(b, "10.203", nil)
+	for i := 0; i < 30; i++ {
+		e.run(b, natestName("resync"), "--network", net, img, "sleep", "3600")
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		src, err := docker.NewSource("unix:///var/run/docker.sock")
+		if err != nil {
+			b.Fatal(err)
+		}
+		src.Logf = func(string, ...any) {}
+		sink := newRecSink()
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); src.Run(ctx, sink) }()
+		for !src.Synced() {
+			time.Sleep(100 * time.Microsecond)
+		}
+		b.StopTimer()
+		sink.mu.Lock()
+		n := len(sink.nets[net].Endpoints)
+		sink.mu.Unlock()
+		if n != 30 {
+			b.Fatalf("%d endpoints on %s after sync, want 30", n, net)
+		}
+		cancel()
+		<-done
+		b.StartTimer()
+	}
 }
