@@ -313,3 +313,71 @@ func TestDeadConnectIntentIsCleaned(t *testing.T) {
 		t.Errorf("intent record left: %+v", snap.Files[net].PendingDelete)
 	}
 }
+
+// The reaper deletes pending veths together through their link group, and
+// never deletes by group when the group holds a link that is not pending.
+func TestReapByGroupDeletesOnlyOurs(t *testing.T) {
+	m := newTestManager(t)
+	m.reap = func() {} // reap by hand below
+	net := "grp" + rnd()[:4]
+	createNet(t, m, NetworkSpec{Name: net, Subnet: testSubnet()})
+	var veths []string
+	for i := 0; i < 3; i++ {
+		ns := testNetns(t)
+		ep, err := m.Connect(ConnectSpec{Network: net, Netns: ns})
+		if err != nil {
+			t.Fatal(err)
+		}
+		veths = append(veths, ep.HostVeth)
+		if err := m.Disconnect(net, ns); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A foreign link that happens to sit in our group.
+	foreign := "natf" + rnd()
+	if out, err := run("ip", "link", "add", foreign, "type", "veth", "peer", "name", foreign+"p"); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	t.Cleanup(func() { link.DeleteLink(foreign) })
+	if out, err := run("ip", "link", "set", foreign, "group", fmt.Sprint(m.group)); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if err := m.Reap(); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range veths {
+		if linkExists(t, v) {
+			t.Errorf("pending veth %s not reaped", v)
+		}
+	}
+	if !linkExists(t, foreign) {
+		t.Fatal("reaper deleted a link that was not ours")
+	}
+	// Without strangers in the group, one request deletes them all.
+	link.DeleteLink(foreign)
+	veths = veths[:0]
+	for i := 0; i < 3; i++ {
+		ns := testNetns(t)
+		ep, err := m.Connect(ConnectSpec{Network: net, Netns: ns})
+		if err != nil {
+			t.Fatal(err)
+		}
+		veths = append(veths, ep.HostVeth)
+		m.Disconnect(net, ns)
+	}
+	if members, _ := link.GroupMembers(m.group); len(members) != 3 {
+		t.Fatalf("group members %v, want the 3 pending veths", members)
+	}
+	if err := m.Reap(); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range veths {
+		if linkExists(t, v) {
+			t.Errorf("pending veth %s not reaped", v)
+		}
+	}
+	snap, _ := m.Snapshot()
+	if p := snap.Files[net].PendingDelete; len(p) != 0 {
+		t.Errorf("pending list not drained: %+v", p)
+	}
+}

@@ -307,7 +307,7 @@ func (m *Manager) detach(snap *store.Snapshot, f *state.File, idx int) error {
 		f.Endpoints, f.PendingDelete = oldEps, oldPending
 		return err
 	}
-	link.Unplug(ep.HostVeth, ep.Netns, ep.IfName, parkName(ep.ID))
+	link.Unplug(ep.HostVeth, ep.Netns, ep.IfName, parkName(ep.ID), m.group)
 	m.updateResolver(snap, ep.Container)
 	m.fixDefaultRoute(snap, ep.Container)
 	return nil

@@ -12,6 +12,7 @@ package agent
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"net/netip"
 	"os"
@@ -45,6 +46,7 @@ type Options struct {
 type Manager struct {
 	store *store.Store
 	table string
+	group uint32 // link group of this state directory's pending veths
 	pools []ipam.Pool
 	emit  func(events.Event)
 	reap  func()
@@ -67,7 +69,8 @@ func New(o Options) (*Manager, error) {
 			pools = ipam.DefaultPools()
 		}
 	}
-	m := &Manager{store: st, table: firewall.TableName(st.Dir, state.DefaultDir), pools: pools, emit: o.Emit, reap: o.Reap}
+	m := &Manager{store: st, table: firewall.TableName(st.Dir, state.DefaultDir), group: reapGroup(st.Dir),
+		pools: pools, emit: o.Emit, reap: o.Reap}
 	if m.emit == nil {
 		m.emit = func(events.Event) {}
 	}
@@ -83,6 +86,14 @@ func (m *Manager) FirewallTable() string { return m.table }
 // Snapshot reads every network file without taking the lock (files are
 // replaced atomically), for ls and inspect.
 func (m *Manager) Snapshot() (*store.Snapshot, error) { return m.store.Load() }
+
+// reapGroup is the link group pending veths of dir wait in: 0x6e61 ("na")
+// in the high half, 16 bits of sha256(dir) in the low half, so state
+// directories never share one.
+func reapGroup(dir string) uint32 {
+	sum := sha256.Sum256([]byte(dir))
+	return 0x6e610000 | uint32(sum[0])<<8 | uint32(sum[1])
+}
 
 func newID() string {
 	var b [32]byte

@@ -61,7 +61,7 @@ func (m *Manager) reconcile(snap *store.Snapshot) error {
 				changed = true
 			case ep.Owner != nil && !netns.Alive(ep.Owner.PID, ep.Owner.StartTime):
 				evs = append(evs, epEvent("disconnect", f.Network, ep, "owner process exited"))
-				link.Unplug(ep.HostVeth, ep.Netns, ep.IfName, parkName(ep.ID))
+				link.Unplug(ep.HostVeth, ep.Netns, ep.IfName, parkName(ep.ID), m.group)
 				f.PendingDelete = append(f.PendingDelete, state.PendingVeth{Name: ep.HostVeth, Since: now()})
 				touched[ep.Container] = true
 				orphans[ep.Container] = true
@@ -168,9 +168,7 @@ func (m *Manager) Reap() error {
 			if len(names) == 0 {
 				break
 			}
-			for _, n := range names {
-				link.DeleteLink(n)
-			}
+			m.deletePending(names)
 			lk, _, err := m.begin() // reconcile drops entries whose link is gone
 			if err != nil {
 				rl.Close()
@@ -181,6 +179,33 @@ func (m *Manager) Reap() error {
 		rl.Close()
 		// A disconnect may have queued a veth after our last look and
 		// seen our lock: look once more now that it is released.
+	}
+}
+
+// deletePending deletes pending veths: all at once through their link
+// group when every member of the group is one of them (so nothing else can
+// go with it), then any left one by one.
+func (m *Manager) deletePending(names []string) {
+	pending := map[string]bool{}
+	for _, n := range names {
+		pending[n] = true
+	}
+	if members, err := link.GroupMembers(m.group); err == nil && len(members) > 0 {
+		ours := true
+		for _, n := range members {
+			if !pending[n] {
+				ours = false
+				break
+			}
+		}
+		if ours && link.DeleteGroup(m.group) == nil {
+			for _, n := range members {
+				delete(pending, n)
+			}
+		}
+	}
+	for n := range pending {
+		link.DeleteLink(n)
 	}
 }
 

@@ -332,10 +332,11 @@ func freeEth(h *netlink.Handle) (string, error) {
 // Unplug makes an endpoint unreachable at once without paying for the
 // veth deletion: inside the namespace the peer goes down, loses its
 // addresses and is renamed out of the way (so ethN is free for the next
-// connect); on the host the veth leaves the bridge and goes down. The
-// caller deletes the host veth later (DeleteLink). A namespace that is
+// connect); on the host the veth leaves the bridge and joins link group
+// group, so that the reaper can delete every pending veth in one request
+// (one RCU grace period for all, see DeleteGroup). A namespace that is
 // already gone is fine.
-func Unplug(hostName, nsPath, ifname, parkName string) error {
+func Unplug(hostName, nsPath, ifname, parkName string, group uint32) error {
 	hl, err := netlink.LinkByName(hostName)
 	if err != nil {
 		if NotFound(err) {
@@ -346,8 +347,10 @@ func Unplug(hostName, nsPath, ifname, parkName string) error {
 	if err := netlink.LinkSetNoMaster(hl); err != nil && !NotFound(err) {
 		return fmt.Errorf("unplug %s from its bridge: %w", hostName, err)
 	}
-	if err := netlink.LinkSetDown(hl); err != nil && !NotFound(err) {
-		return fmt.Errorf("bring %s down: %w", hostName, err)
+	if group != 0 {
+		if err := netlink.LinkSetGroup(hl, int(group)); err != nil && !NotFound(err) {
+			return fmt.Errorf("move %s to link group %d: %w", hostName, group, err)
+		}
 	}
 	ns, err := netns.GetFromPath(nsPath)
 	if err != nil {
@@ -427,4 +430,36 @@ func UplinkMTU(max int) int {
 		}
 	}
 	return max
+}
+
+// GroupMembers returns the names of the host links in link group group.
+func GroupMembers(group uint32) ([]string, error) {
+	links, err := retry(netlink.LinkList)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, l := range links {
+		if l.Attrs().Group == group {
+			out = append(out, l.Attrs().Name)
+		}
+	}
+	return out, nil
+}
+
+// DeleteGroup deletes every host link in link group group with one
+// RTM_DELLINK: the kernel unregisters them together, paying one RCU grace
+// period instead of one per link. Callers must know every member is
+// theirs (GroupMembers).
+func DeleteGroup(group uint32) error {
+	if group == 0 {
+		return errors.New("refusing to delete link group 0 (the default group)")
+	}
+	req := nl.NewNetlinkRequest(unix.RTM_DELLINK, unix.NLM_F_ACK)
+	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
+	req.AddData(nl.NewRtAttr(unix.IFLA_GROUP, nl.Uint32Attr(group)))
+	if _, err := req.Execute(unix.NETLINK_ROUTE, 0); err != nil && !errors.Is(err, unix.ENODEV) {
+		return fmt.Errorf("delete link group %d: %w", group, err)
+	}
+	return nil
 }
