@@ -297,6 +297,14 @@ func TestDockerDNS(t *testing.T) {
 	if out, err := e.cmd("run", "--rm", "--dns", bridgeGW, img, "ping", "-c1", "-W2", c3+".bridge").CombinedOutput(); err != nil {
 		t.Errorf("ping %s.bridge from the default bridge: %v\n%s", c3, err, out)
 	}
+	// A legacy link on the default bridge (HostConfig.Links), asked of us
+	// directly: /etc/hosts would answer a plain lookup.
+	c4 := natestName("linker")
+	e.run(t, c4, "--link", c3+":bdb", img, "sleep", "600")
+	resolvesTo(t, 2*time.Second, c4+".bridge", e.ip(t, c4, "bridge"))
+	if out, ok := e.inContainer(t, c4, "nslookup", "bdb.", bridgeGW); !ok || !strings.Contains(out, ip3.String()) {
+		t.Errorf("bdb from the linking container on the default bridge: want %v\n%s", ip3, out)
+	}
 
 	// rm -f: NXDOMAIN within a second.
 	e.must(t, "rm", "-f", c1)
