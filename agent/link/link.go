@@ -206,7 +206,7 @@ func Attach(v Veth) (ifname string, err error) {
 		return "", fmt.Errorf("open namespace %s: %w", v.Netns, err)
 	}
 	defer ns.Close()
-	h, err := netlink.NewHandleAt(ns)
+	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
 	if err != nil {
 		return "", fmt.Errorf("netlink handle in %s: %w", v.Netns, err)
 	}
@@ -293,7 +293,7 @@ func HasDefaultRoute(nsPath string) (bool, error) {
 		return false, err
 	}
 	defer ns.Close()
-	h, err := netlink.NewHandleAt(ns)
+	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
 	if err != nil {
 		return false, err
 	}
@@ -357,7 +357,7 @@ func Unplug(hostName, nsPath, ifname, parkName string, group uint32) error {
 		return nil // namespace gone: the peer went with it
 	}
 	defer ns.Close()
-	h, err := netlink.NewHandleAt(ns)
+	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
 	if err != nil {
 		return nil
 	}
@@ -402,7 +402,7 @@ func AddDefaultRoute(nsPath, ifname string, gw netip.Addr) error {
 		return err
 	}
 	defer ns.Close()
-	h, err := netlink.NewHandleAt(ns)
+	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
 	if err != nil {
 		return err
 	}
