@@ -24,6 +24,9 @@ type Store struct {
 	linksKnown bool
 	present    map[string]struct{}
 	vethNets   map[string]map[string]int // veth → network keys naming it (refcount)
+	// contNets indexes containers to the networks they are on (refcount),
+	// so a change rebuilds a client without scanning every network.
+	contNets map[string]map[string]int
 	// LinkExists, when set, is asked about a HostVeth the link watcher has
 	// not reported yet (the agent creates the veth before it writes the
 	// state file, but the two event streams race).
@@ -48,11 +51,11 @@ func NewStore(expected ...string) *Store {
 		expected: expected,
 		present:  map[string]struct{}{},
 		vethNets: map[string]map[string]int{},
+		contNets: map[string]map[string]int{},
 	}
 	s.snap.Store(&Snapshot{
 		networks: map[string]*NetView{},
-		addrs:    map[netip.Addr]*addrEntry{},
-		clients:  map[string]*Client{},
+		addrs:    map[uint64]addrShard{},
 		gateways: map[netip.Addr]struct{}{},
 	})
 	empty := map[netip.Addr]struct{}{}
@@ -222,7 +225,8 @@ func keys(m map[string]int) map[string]bool {
 }
 
 // applyLocked rebuilds the networks named in changed and publishes a new
-// snapshot. The top-level maps are copied; untouched networks are shared.
+// snapshot. Top-level maps are copied (they hold one entry per network or
+// per /24); untouched networks and address shards are shared.
 func (s *Store) applyLocked(source string, changed map[string]bool) {
 	if len(changed) == 0 {
 		return
@@ -231,10 +235,10 @@ func (s *Store) applyLocked(source string, changed map[string]bool) {
 	nw := &Snapshot{
 		Version:   old.Version + 1,
 		networks:  make(map[string]*NetView, len(old.networks)+len(changed)),
-		addrs:     make(map[netip.Addr]*addrEntry, len(old.addrs)),
-		clients:   make(map[string]*Client, len(old.clients)),
+		addrs:     make(map[uint64]addrShard, len(old.addrs)),
 		endpoints: old.endpoints,
 		records:   old.records,
+		naddrs:    old.naddrs,
 	}
 	for k, v := range old.networks {
 		nw.networks[k] = v
@@ -242,21 +246,16 @@ func (s *Store) applyLocked(source string, changed map[string]bool) {
 	for k, v := range old.addrs {
 		nw.addrs[k] = v
 	}
-	for k, v := range old.clients {
-		nw.clients[k] = v
-	}
+	w := &addrWriter{snap: nw, copied: map[uint64]bool{}}
 	affected := map[string]bool{} // container keys
 	for k := range changed {
 		if ov := nw.networks[k]; ov != nil {
 			for _, e := range ov.eps {
-				if ae := nw.addrs[e.v4]; ae != nil && ae.net == k {
-					delete(nw.addrs, e.v4)
-				}
-				if ae := nw.addrs[e.v6]; ae != nil && ae.net == k {
-					delete(nw.addrs, e.v6)
-				}
+				w.delIf(e.v4, k)
+				w.delIf(e.v6, k)
 				affected[e.container] = true
 				s.unrefVeth(e.hostVeth, k)
+				unref(s.contNets, e.container, k)
 			}
 			nw.endpoints -= len(ov.eps)
 			nw.records -= ov.records
@@ -266,16 +265,16 @@ func (s *Store) applyLocked(source string, changed map[string]bool) {
 			nw.networks[k] = v
 			for _, e := range v.eps {
 				affected[e.container] = true
+				ref(s.contNets, e.container, k)
 			}
 			nw.endpoints += len(v.eps)
 			nw.records += v.records
 		}
 	}
 	for c := range affected {
-		s.rebuildClient(nw, c)
+		s.rebuildClient(w, c)
 	}
 	nw.gateways = make(map[netip.Addr]struct{}, len(nw.networks)*2)
-	nw.subnets = nw.subnets[:0]
 	for _, v := range nw.networks {
 		for _, g := range []netip.Addr{v.Gateway, v.Gateway6} {
 			if g.IsValid() {
@@ -292,6 +291,93 @@ func (s *Store) applyLocked(source string, changed map[string]bool) {
 	if s.OnChange != nil {
 		s.OnChange(nw, source)
 	}
+}
+
+func ref(m map[string]map[string]int, a, b string) {
+	if a == "" {
+		return
+	}
+	x := m[a]
+	if x == nil {
+		x = map[string]int{}
+		m[a] = x
+	}
+	x[b]++
+}
+
+func unref(m map[string]map[string]int, a, b string) {
+	x := m[a]
+	if x == nil {
+		return
+	}
+	if x[b]--; x[b] <= 0 {
+		delete(x, b)
+	}
+	if len(x) == 0 {
+		delete(m, a)
+	}
+}
+
+// addrShard holds the addresses of one /24 (IPv4) or /64 (IPv6): a change
+// to one network copies only the shards it touches.
+type addrShard map[netip.Addr]*addrEntry
+
+func shardOf(a netip.Addr) uint64 {
+	if a.Is4() {
+		b := a.As4()
+		return uint64(b[0])<<16 | uint64(b[1])<<8 | uint64(b[2])
+	}
+	b := a.As16()
+	return 1<<63 | (uint64(b[0])<<56|uint64(b[1])<<48|uint64(b[2])<<40|uint64(b[3])<<32|
+		uint64(b[4])<<24|uint64(b[5])<<16|uint64(b[6])<<8|uint64(b[7]))>>1
+}
+
+// addrWriter copies a shard on its first write in this update.
+type addrWriter struct {
+	snap   *Snapshot
+	copied map[uint64]bool
+}
+
+func (w *addrWriter) shard(a netip.Addr) addrShard {
+	k := shardOf(a)
+	if w.copied[k] {
+		return w.snap.addrs[k]
+	}
+	old := w.snap.addrs[k]
+	sh := make(addrShard, len(old)+1)
+	for x, e := range old {
+		sh[x] = e
+	}
+	w.snap.addrs[k] = sh
+	w.copied[k] = true
+	return sh
+}
+
+func (w *addrWriter) delIf(a netip.Addr, net string) {
+	if !a.IsValid() {
+		return
+	}
+	if e := w.snap.addrs[shardOf(a)][a]; e == nil || e.net != net {
+		return
+	}
+	sh := w.shard(a)
+	delete(sh, a)
+	w.snap.naddrs--
+	if len(sh) == 0 {
+		delete(w.snap.addrs, shardOf(a))
+		delete(w.copied, shardOf(a))
+	}
+}
+
+func (w *addrWriter) set(a netip.Addr, e *addrEntry) {
+	if !a.IsValid() {
+		return
+	}
+	sh := w.shard(a)
+	if _, ok := sh[a]; !ok {
+		w.snap.naddrs++
+	}
+	sh[a] = e
 }
 
 func (s *Store) unrefVeth(v, net string) {
@@ -415,37 +501,28 @@ func (s *Store) mergeLocked(k string) *NetView {
 	return v
 }
 
-// rebuildClient recomputes container c's client from every network.
-func (s *Store) rebuildClient(nw *Snapshot, c string) {
+// rebuildClient recomputes container c's client from its networks.
+func (s *Store) rebuildClient(w *addrWriter, c string) {
+	nets := s.contNets[c]
+	if len(nets) == 0 {
+		return // its addresses went with its networks
+	}
 	cl := &Client{Key: c}
-	for _, v := range nw.networks {
-		idx := v.byContainer[c]
-		if len(idx) > 0 {
+	for k := range nets {
+		if v := w.snap.networks[k]; v != nil {
 			cl.Networks = append(cl.Networks, v)
 		}
-		for _, i := range idx {
+	}
+	sort.Slice(cl.Networks, func(i, j int) bool { return cl.Networks[i].key < cl.Networks[j].key })
+	for _, v := range cl.Networks {
+		for _, i := range v.byContainer[c] {
 			e := &v.eps[i]
 			for _, l := range e.links {
 				cl.Links = append(cl.Links, Link{Target: key(l.Target), Alias: key(l.Alias)})
 			}
-		}
-	}
-	if len(cl.Networks) == 0 {
-		delete(nw.clients, c)
-		return
-	}
-	sort.Slice(cl.Networks, func(i, j int) bool { return cl.Networks[i].key < cl.Networks[j].key })
-	nw.clients[c] = cl
-	for _, v := range cl.Networks {
-		for _, i := range v.byContainer[c] {
-			e := &v.eps[i]
-			ptr := e.name + "." + v.Apex
-			if e.v4.IsValid() {
-				nw.addrs[e.v4] = &addrEntry{client: cl, net: v.key, ptr: ptr, view: v}
-			}
-			if e.v6.IsValid() {
-				nw.addrs[e.v6] = &addrEntry{client: cl, net: v.key, ptr: ptr, view: v}
-			}
+			ae := &addrEntry{client: cl, net: v.key, ptr: e.name + "." + v.Apex, view: v}
+			w.set(e.v4, ae)
+			w.set(e.v6, ae)
 		}
 	}
 }
@@ -454,8 +531,8 @@ func (s *Store) rebuildClient(nw *Snapshot, c string) {
 type Snapshot struct {
 	Version   uint64
 	networks  map[string]*NetView
-	addrs     map[netip.Addr]*addrEntry
-	clients   map[string]*Client
+	addrs     map[uint64]addrShard
+	naddrs    int
 	gateways  map[netip.Addr]struct{}
 	subnets   []subnetEntry
 	endpoints int
@@ -476,7 +553,7 @@ type addrEntry struct {
 
 // Counts returns the number of networks, endpoints and address records.
 func (s *Snapshot) Counts() (networks, endpoints, records int) {
-	return len(s.networks), s.endpoints, s.records + len(s.addrs)
+	return len(s.networks), s.endpoints, s.records + s.naddrs
 }
 
 // Network returns the view of a network by lower-case name, or nil.
@@ -493,7 +570,7 @@ func (s *Snapshot) Networks() []*NetView {
 
 // Client returns the client owning address a, or nil.
 func (s *Snapshot) Client(a netip.Addr) *Client {
-	if e := s.addrs[a]; e != nil {
+	if e := s.addrs[shardOf(a)][a]; e != nil {
 		return e.client
 	}
 	return nil
@@ -501,7 +578,7 @@ func (s *Snapshot) Client(a netip.Addr) *Client {
 
 // PTR returns NAME.NETWORK. for an endpoint address and its network.
 func (s *Snapshot) PTR(a netip.Addr) (string, *NetView) {
-	if e := s.addrs[a]; e != nil {
+	if e := s.addrs[shardOf(a)][a]; e != nil {
 		return e.ptr, e.view
 	}
 	return "", nil
