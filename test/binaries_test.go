@@ -60,4 +60,6 @@ type buildError struct {
 	err       error
 }
 
-func (e *buildError) Error() string { return "go build ./cmd/" + e.name + ": " + e.err.Error() + "\n" + e.out }
+func (e *buildError) Error() string {
+	return "go build ./cmd/" + e.name + ": " + e.err.Error() + "\n" + e.out
+}
