@@ -56,11 +56,8 @@ type bench struct {
 	stateDir string
 	netName  string
 	nvDir    string
-	nvOpts   []string // opts.json per namespace
 	ours     []string // namespaces for netalias
 	theirs   []string // namespaces for netavark
-	anchorNs string
-	anchor   string
 	cleanups []func()
 }
 
