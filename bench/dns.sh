@@ -11,6 +11,7 @@
 #   aardvark          aardvark-dns serving a Podman network (runc, busybox)
 #   hosts             CoreDNS's hosts plugin serving the same names from a file
 #   bare_miekg        a bare miekg/dns server answering one fixed record
+#   netalias_full     our coredns with errors, prometheus and cache around it
 # Each line: QPS, server CPU time per answered query (/proc/PID/stat, steadier
 # than QPS on shared machines) and mean latency; the summary gives medians of
 # per-round ratios. Then change-to-answer latency (state file written →
@@ -70,12 +71,23 @@ for i in $(seq 0 9); do
 done
 CLIENT_NS=ndn-$SUF-c0
 
-# Same plugins around the lookup for both CoreDNS servers: errors, metrics.
+# The CoreDNS servers under comparison run the lookup plugin alone (as the
+# issue's "trivial plugin" reference); netalias keeps its own metrics and
+# scoping. netalias_full adds errors, prometheus and cache, as deployed.
 cat > "$W/Corefile.netalias" <<EOC
 .:53 {
     bind 127.0.5.1 $GW
+    netalias {
+        state $STATE
+    }
+}
+EOC
+cat > "$W/Corefile.full" <<EOC
+.:53 {
+    bind 127.0.5.5
     errors
-    prometheus 127.0.5.1:9153
+    prometheus 127.0.5.5:9153
+    cache 30
     netalias {
         state $STATE
     }
@@ -84,8 +96,6 @@ EOC
 cat > "$W/Corefile.hosts" <<EOC
 .:53 {
     bind 127.0.5.2
-    errors
-    prometheus 127.0.5.2:9153
     hosts $W/hosts {
         ttl 5
     }
@@ -96,8 +106,6 @@ mkdir -p "$LARGE"
 cat > "$W/Corefile.large" <<EOC
 .:53 {
     bind 127.0.5.4
-    errors
-    prometheus 127.0.5.4:9153
     netalias {
         state $LARGE
     }
@@ -111,6 +119,7 @@ start() { # name cmd...: start a server in the background, remember its pid
     eval "PID_$name=$!"
 }
 start netalias "$W/coredns" -conf "$W/Corefile.netalias"
+start full "$W/coredns" -conf "$W/Corefile.full"
 start hosts "$W/coredns" -conf "$W/Corefile.hosts"
 start large "$W/coredns" -conf "$W/Corefile.large"
 start bare "$W/dnsb" bare 127.0.5.3:53
@@ -139,6 +148,7 @@ wait_answer 127.0.5.1 c1.benchnet
 wait_answer 127.0.5.2 c1.benchnet
 wait_answer 127.0.5.3 c1.benchnet
 wait_answer 127.0.5.4 c99.net99
+wait_answer 127.0.5.5 c1.benchnet
 wait_answer $AGW "$PODCTR.dns.podman"
 PID_aardvark=$(pgrep -o -x aardvark-dns)
 [ -n "$(ip netns exec "$CLIENT_NS" dig +short @$GW c1)" ] || { echo "bench/dns.sh: bare name from the namespace failed" >&2; exit 1; }
@@ -172,6 +182,7 @@ for r in $(seq 1 "$ROUNDS"); do
     run "$r" bare_miekg "$PID_bare" 127.0.5.3 "$W/q-host" | tee -a "$RES"
     run "$r" netalias_bare_ns "$PID_netalias" $GW "$W/q-bare" "$CLIENT_NS" | tee -a "$RES"
     run "$r" netalias_10k "$PID_large" 127.0.5.4 "$W/q-large" | tee -a "$RES"
+    run "$r" netalias_full "$PID_full" 127.0.5.5 "$W/q-host" | tee -a "$RES"
 done
 echo
 "$W/dnsb" summary "$RES"

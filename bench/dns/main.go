@@ -235,6 +235,7 @@ func summary(args []string) error {
 		{"netalias_host", "bare_miekg", "≥ 0.85"},
 		{"netalias_bare_ns", "netalias_host", "≥ 0.90 (within 10%)"},
 		{"netalias_10k", "netalias_host", "≥ 0.90 (within 10%)"},
+		{"netalias_full", "netalias_host", "(cost of errors+prometheus+cache)"},
 	}
 	fmt.Printf("%-38s %10s %16s   %s\n", "ratio (median of per-round ratios)", "qps", "1/cpu_per_query", "target")
 	for _, p := range pairs {

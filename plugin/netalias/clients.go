@@ -74,9 +74,26 @@ type gate struct {
 func (g gate) Name() string { return "netalias_clients" }
 
 func (g gate) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Msg) (int, error) {
+	growStack(len(r.Question))
 	if !g.h.Clients.Allowed(g.h.Store, g.h.Store.Snapshot(), remoteAddr(w)) {
 		g.h.m.get(ctx).refused.Inc()
 		return dns.RcodeRefused, nil
 	}
 	return g.next.ServeDNS(ctx, w, r)
 }
+
+// growStack grows the query's goroutine stack once, here at the shallow top
+// of the chain, to what the plugin chain below needs. Left alone, the stack
+// doubles several times deep in the chain, each time copying and adjusting
+// every frame: 13% of the server's CPU time in a profile under dnsperf,
+// 7% with this (6 KiB measured best among 3, 6, 12 and 16 KiB: from 32 KiB
+// on, stacks come from the heap and cost more than they save).
+//
+//go:noinline
+func growStack(i int) byte {
+	var buf [stackNeed]byte
+	buf[i&1023] = byte(i)
+	return buf[(i*7)&1023]
+}
+
+const stackNeed = 6 << 10
