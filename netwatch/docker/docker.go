@@ -160,6 +160,14 @@ func (s *Source) session(ctx context.Context, sink netwatch.Sink) (synced bool, 
 		Since:   fmt.Sprint(time.Now().Add(-2 * time.Second).Unix()),
 		Filters: f,
 	})
+	// Podman hands events to API clients only when it next polls its event
+	// file (every 250 ms); reading that file ourselves, when it is here,
+	// learns of a change within milliseconds. It only says which container
+	// to re-inspect: the API stream stays the authority.
+	var nudges <-chan string
+	if s.isPodman(ctx) {
+		nudges = followPodmanLog(ctx, PodmanEventsLog, s.Logf)
+	}
 	m, err := s.resync(ctx)
 	if err != nil {
 		return false, err
@@ -195,8 +203,32 @@ func (s *Source) session(ctx context.Context, sink netwatch.Sink) (synced bool, 
 			if err := s.handle(ctx, m, sink, ev); err != nil {
 				return true, err
 			}
+		case id, ok := <-nudges:
+			if !ok {
+				nudges = nil // the file went away; the stream suffices
+				continue
+			}
+			if err := s.refresh(ctx, m, sink, id); err != nil {
+				return true, err
+			}
 		}
 	}
+}
+
+// isPodman tells whether the engine is Podman's compat service.
+func (s *Source) isPodman(ctx context.Context) bool {
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	v, err := s.cli.ServerVersion(ctx)
+	if err != nil {
+		return false
+	}
+	for _, c := range v.Components {
+		if strings.Contains(c.Name, "Podman") {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *Source) ping(ctx context.Context) error {
@@ -378,6 +410,12 @@ func (s *Source) handle(ctx context.Context, m *model, sink netwatch.Sink, ev ev
 	default:
 		return nil
 	}
+	return s.refresh(ctx, m, sink, id)
+}
+
+// refresh re-inspects one container and republishes the networks whose
+// records changed.
+func (s *Source) refresh(ctx context.Context, m *model, sink netwatch.Sink, id string) error {
 	if id == "" {
 		return nil
 	}
