@@ -160,14 +160,17 @@ func (s *Store) SetStale(source string, stale bool) {
 func (s *Store) SetHostAddrs(addrs map[netip.Addr]struct{}) { s.hosts.Store(&addrs) }
 
 // IsHost reports whether a is the host itself.
-func (s *Store) IsHost(a netip.Addr) bool {
+func (s *Store) IsHost(a netip.Addr) bool { return s.IsHostIn(s.snap.Load(), a) }
+
+// IsHostIn is IsHost with the snapshot the caller already holds.
+func (s *Store) IsHostIn(snap *Snapshot, a netip.Addr) bool {
 	if a.IsLoopback() {
 		return true
 	}
 	if _, ok := (*s.hosts.Load())[a]; ok {
 		return true
 	}
-	_, ok := s.snap.Load().gateways[a]
+	_, ok := snap.gateways[a]
 	return ok
 }
 

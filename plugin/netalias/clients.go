@@ -61,7 +61,7 @@ func (c *Clients) Allowed(st *netwatch.Store, snap *netwatch.Snapshot, src netip
 	if !c.Managed {
 		return false
 	}
-	return st.IsHost(src) || snap.Managed(src) || snap.Client(src) != nil
+	return st.IsHostIn(snap, src) || snap.Client(src) != nil || snap.Managed(src)
 }
 
 // gate enforces clients in front of the whole plugin chain, so that no

@@ -63,10 +63,13 @@ func (v viewer) sees(n *netwatch.NetView) bool {
 }
 
 func (h *Netalias) viewerOf(snap *netwatch.Snapshot, src netip.Addr) viewer {
+	if src.IsLoopback() {
+		return viewer{all: true}
+	}
 	if c := snap.Client(src); c != nil {
 		return viewer{client: c}
 	}
-	if h.Store.IsHost(src) {
+	if h.Store.IsHostIn(snap, src) {
 		return viewer{all: true}
 	}
 	if n := snap.InSubnet(src); n != nil {
