@@ -261,4 +261,3 @@ func summary(args []string) error {
 	}
 	return nil
 }
-
