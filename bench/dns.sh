@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/dns.sh — DNS benchmark of the netalias CoreDNS build, one command:
 #
-#   sudo bench/dns.sh            (ROUNDS=5 DUR=5 by default)
+#   sudo bench/dns.sh            (ROUNDS=7 DUR=5 by default)
 #
 # Interleaved rounds of dnsperf against, on this machine and in this run:
 #   netalias_host     our coredns, ALIAS.NETWORK from the host (127.0.5.1)
@@ -22,7 +22,7 @@
 # state files, which get no kernel objects), all removed on exit.
 set -euo pipefail
 
-ROUNDS=${ROUNDS:-5}
+ROUNDS=${ROUNDS:-7}
 DUR=${DUR:-5}
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "bench/dns.sh: needs root (namespaces, port 53, podman)" >&2; exit 1; }
