@@ -378,8 +378,15 @@ func (s *Source) handle(ctx context.Context, m *model, sink netwatch.Sink, ev ev
 	switch ev.Type {
 	case events.ContainerEventType:
 		switch ev.Action {
-		case events.ActionStart, events.ActionRestart, events.ActionDie, events.ActionStop,
-			events.ActionDestroy, events.ActionRemove, events.ActionRename, events.ActionUnPause:
+		case events.ActionDie, events.ActionDestroy, events.ActionRemove:
+			// Not running any more: nothing to ask the engine, which
+			// answers slowest when busiest. (A replayed die is followed by
+			// its start: events come in order.)
+			id := m.resolveID(ev.Actor.ID)
+			s.publish(m, sink, m.set(id, nil))
+			return nil
+		case events.ActionStart, events.ActionRestart, events.ActionStop,
+			events.ActionRename, events.ActionUnPause:
 			id = ev.Actor.ID
 		default:
 			return nil
@@ -392,6 +399,11 @@ func (s *Source) handle(ctx context.Context, m *model, sink netwatch.Sink, ev ev
 			id = ev.Actor.Attributes["container"]
 			if id == "" {
 				id = ev.Actor.ID
+			} else if ev.Action == events.ActionDisconnect {
+				// Docker names the network: drop the endpoint
+				// without a round trip.
+				s.publish(m, sink, m.disconnect(m.resolveID(id), ev.Actor.Attributes["name"]))
+				return nil
 			}
 		case events.ActionCreate:
 			name := ev.Actor.Attributes["name"]

@@ -211,6 +211,25 @@ func (m *model) set(id string, c *ctr) []string {
 	return touched
 }
 
+// disconnect drops container id's endpoint on network; returns the
+// touched networks (none when it was not there).
+func (m *model) disconnect(id, network string) []string {
+	c := m.containers[id]
+	if c == nil {
+		return nil
+	}
+	if _, ok := c.endpoints[network]; !ok {
+		return nil
+	}
+	nc := &ctr{id: c.id, name: c.name, endpoints: make(map[string]endpoint, len(c.endpoints))}
+	for n, ep := range c.endpoints {
+		if n != network {
+			nc.endpoints[n] = ep
+		}
+	}
+	return m.set(id, nc)
+}
+
 // networkNames lists every known network and every network some running
 // container is on.
 func (m *model) networkNames() []string {

@@ -403,3 +403,32 @@ func BenchmarkResync(b *testing.B) {
 		}
 	}
 }
+
+// Removals (die, destroy, a Docker disconnect naming its network) apply
+// without asking the engine, which is slowest when busiest.
+func TestSourceRemovalsNeedNoInspect(t *testing.T) {
+	f := newFakeEngine(t)
+	f.nets["n1"] = testnet
+	f.nets["n2"] = `{"Name":"other","Driver":"bridge","IPAM":{"Config":[{"Subnet":"10.8.0.0/24"}]}}`
+	a := strings.Repeat("e", 64)
+	f.setCtr(a, fmt.Sprintf(`{"Id":%q,"Name":"/two","State":{"Running":true},"Config":{},"HostConfig":{},
+	 "NetworkSettings":{"Networks":{"testnet":{"IPAddress":"10.9.0.7"},"other":{"IPAddress":"10.8.0.7"}}}}`, a))
+	_, sink := runSource(t, f)
+	f.mu.Lock()
+	before := f.inspects
+	f.mu.Unlock()
+	// The engine still shows it everywhere: only the event can tell.
+	f.emit(events.Message{Type: events.NetworkEventType, Action: events.ActionDisconnect,
+		Actor: events.Actor{ID: "n2", Attributes: map[string]string{"container": a, "name": "other", "type": "bridge"}}})
+	waitFor(t, "gone from other", func() bool { return sink.names("other") == "" })
+	if got := sink.names("testnet"); got != "two=10.9.0.7" {
+		t.Errorf("disconnect from other touched testnet: %q", got)
+	}
+	f.emit(events.Message{Type: events.ContainerEventType, Action: events.ActionDie, Actor: events.Actor{ID: a}})
+	waitFor(t, "gone after die", func() bool { return sink.names("testnet") == "" })
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.inspects != before {
+		t.Errorf("%d inspects for removals, want none", f.inspects-before)
+	}
+}
