@@ -7,6 +7,8 @@
 #   netalias_host     our coredns, ALIAS.NETWORK from the host (127.0.5.1)
 #   netalias_bare_ns  the same server, bare names from inside a namespace
 #                     attached by the agent (asked at the network's gateway)
+#   netalias_qual_ns  the same server, NAME.NETWORK from inside the namespace:
+#                     separates the veth/bridge/netfilter path from the lookup
 #   netalias_10k      our coredns with 10,000 endpoints over 100 networks
 #   aardvark          aardvark-dns serving a Podman network (runc, busybox)
 #   hosts             CoreDNS's hosts plugin serving the same names from a file
@@ -59,7 +61,7 @@ CGO_ENABLED=0 go build -trimpath -o "$W/dnsb" ./bench/dns
 # --- our server: an agent network with 10 attached namespaces ---
 GW=10.202.210.1
 $NA network create --subnet 10.202.210.0/24 benchnet >/dev/null
-: > "$W/hosts"; : > "$W/q-host"; : > "$W/q-bare"
+: > "$W/hosts"; : > "$W/q-host"; : > "$W/q-bare"; : > "$W/q-nsq"
 for i in $(seq 0 9); do
     ns=ndn-$SUF-c$i
     ip netns add "$ns"; NSS+=("$ns")
@@ -68,6 +70,7 @@ for i in $(seq 0 9); do
     echo "$ip4 c$i.benchnet svc$i.benchnet" >> "$W/hosts"
     echo "c$i.benchnet A" >> "$W/q-host"
     echo "c$i A" >> "$W/q-bare"
+    echo "c$i.benchnet A" >> "$W/q-nsq"
 done
 CLIENT_NS=ndn-$SUF-c0
 
@@ -181,6 +184,7 @@ for r in $(seq 1 "$ROUNDS"); do
     run "$r" hosts "$PID_hosts" 127.0.5.2 "$W/q-host" | tee -a "$RES"
     run "$r" bare_miekg "$PID_bare" 127.0.5.3 "$W/q-host" | tee -a "$RES"
     run "$r" netalias_bare_ns "$PID_netalias" $GW "$W/q-bare" "$CLIENT_NS" | tee -a "$RES"
+    run "$r" netalias_qual_ns "$PID_netalias" $GW "$W/q-nsq" "$CLIENT_NS" | tee -a "$RES"
     run "$r" netalias_10k "$PID_large" 127.0.5.4 "$W/q-large" | tee -a "$RES"
     run "$r" netalias_full "$PID_full" 127.0.5.5 "$W/q-host" | tee -a "$RES"
 done

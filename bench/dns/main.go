@@ -239,6 +239,8 @@ func summary(args []string) error {
 		{"netalias_host", "hosts", "≥ 0.95"},
 		{"netalias_host", "bare_miekg", "≥ 0.85"},
 		{"netalias_bare_ns", "netalias_host", "≥ 0.90 (within 10%)"},
+		{"netalias_bare_ns", "netalias_qual_ns", "(lookup only: same packet path)"},
+		{"netalias_qual_ns", "netalias_host", "(packet path: namespace vs loopback)"},
 		{"netalias_10k", "netalias_host", "≥ 0.90 (within 10%)"},
 		{"netalias_full", "netalias_host", "(cost of errors+prometheus+cache)"},
 	}
