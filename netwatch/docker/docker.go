@@ -40,6 +40,11 @@ var (
 	watchdogInterval = 5 * time.Second
 )
 
+// replayWindow is how much event history a session asks for: enough to
+// cover the gap between subscribing and listing, whatever the clocks'
+// rounding; older events are ignored.
+const replayWindow = 2 * time.Second
+
 // resyncParallel is how many inspects a resync keeps in flight.
 const resyncParallel = 8
 
@@ -156,8 +161,9 @@ func (s *Source) session(ctx context.Context, sink netwatch.Sink) (synced bool, 
 	// that happens during the listing is missed. Replayed events are
 	// harmless: every event re-inspects the current state.
 	f := filters.NewArgs(filters.Arg("type", string(events.ContainerEventType)), filters.Arg("type", string(events.NetworkEventType)))
+	oldest := time.Now().Add(-replayWindow)
 	msgs, errs := s.cli.Events(ctx, events.ListOptions{
-		Since:   fmt.Sprint(time.Now().Add(-2 * time.Second).Unix()),
+		Since:   fmt.Sprint(oldest.Unix()),
 		Filters: f,
 	})
 	// Podman hands events to API clients only when it next polls its event
@@ -200,6 +206,11 @@ func (s *Source) session(ctx context.Context, sink netwatch.Sink) (synced bool, 
 			}
 			return true, err
 		case ev := <-msgs:
+			if ev.TimeNano != 0 && ev.TimeNano < oldest.UnixNano() {
+				// Podman replays more history than asked for; the
+				// listing already shows what that history did.
+				continue
+			}
 			if err := s.handle(ctx, m, sink, ev); err != nil {
 				return true, err
 			}
@@ -378,14 +389,15 @@ func (s *Source) handle(ctx context.Context, m *model, sink netwatch.Sink, ev ev
 	switch ev.Type {
 	case events.ContainerEventType:
 		switch ev.Action {
-		case events.ActionDie, events.ActionDestroy, events.ActionRemove:
-			// Not running any more: nothing to ask the engine, which
-			// answers slowest when busiest. (A replayed die is followed by
-			// its start: events come in order.)
+		case events.ActionDestroy, events.ActionRemove:
+			// Gone for good (ids are never reused), whatever the order
+			// events arrive in: nothing to ask the engine, which answers
+			// slowest when busiest. A die is not that final: Podman may log
+			// it after the start of a quick restart.
 			id := m.resolveID(ev.Actor.ID)
 			s.publish(m, sink, m.set(id, nil))
 			return nil
-		case events.ActionStart, events.ActionRestart, events.ActionStop,
+		case events.ActionStart, events.ActionRestart, events.ActionDie, events.ActionStop,
 			events.ActionRename, events.ActionUnPause:
 			id = ev.Actor.ID
 		default:

@@ -404,7 +404,7 @@ func BenchmarkResync(b *testing.B) {
 	}
 }
 
-// Removals (die, destroy, a Docker disconnect naming its network) apply
+// Removals (destroy/remove, a Docker disconnect naming its network) apply
 // without asking the engine, which is slowest when busiest.
 func TestSourceRemovalsNeedNoInspect(t *testing.T) {
 	f := newFakeEngine(t)
@@ -424,11 +424,28 @@ func TestSourceRemovalsNeedNoInspect(t *testing.T) {
 	if got := sink.names("testnet"); got != "two=10.9.0.7" {
 		t.Errorf("disconnect from other touched testnet: %q", got)
 	}
-	f.emit(events.Message{Type: events.ContainerEventType, Action: events.ActionDie, Actor: events.Actor{ID: a}})
-	waitFor(t, "gone after die", func() bool { return sink.names("testnet") == "" })
+	f.emit(events.Message{Type: events.ContainerEventType, Action: events.ActionDestroy, Actor: events.Actor{ID: a}})
+	waitFor(t, "gone after destroy", func() bool { return sink.names("testnet") == "" })
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.inspects != before {
 		t.Errorf("%d inspects for removals, want none", f.inspects-before)
+	}
+}
+
+// History older than the session's window is ignored: Podman replays
+// more than asked for, and the listing already reflects it.
+func TestSourceIgnoresOldHistory(t *testing.T) {
+	f := newFakeEngine(t)
+	f.nets["n1"] = testnet
+	a := strings.Repeat("f", 64)
+	f.setCtr(a, ctrJSON(a, "alive", "testnet", "10.9.0.4", ""))
+	_, sink := runSource(t, f)
+	old := time.Now().Add(-time.Minute).UnixNano()
+	f.emit(events.Message{Type: events.ContainerEventType, Action: events.ActionDestroy, Actor: events.Actor{ID: a}, TimeNano: old})
+	f.emit(events.Message{Type: events.ContainerEventType, Action: events.ActionRename, Actor: events.Actor{ID: "marker"}, TimeNano: time.Now().UnixNano()})
+	waitFor(t, "marker inspected", func() bool { f.mu.Lock(); defer f.mu.Unlock(); return f.inspects >= 2 })
+	if got := sink.names("testnet"); got != "alive=10.9.0.4" {
+		t.Errorf("an old replayed destroy applied: %q", got)
 	}
 }
