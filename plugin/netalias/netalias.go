@@ -114,7 +114,7 @@ func (h *Netalias) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Ms
 		return h.next(ctx, w, r)
 	}
 	qname := strings.ToLower(q.Name)
-	if q.Qtype == dns.TypePTR {
+	if q.Qtype == dns.TypePTR && (strings.HasSuffix(qname, ".in-addr.arpa.") || strings.HasSuffix(qname, ".ip6.arpa.")) {
 		return h.ptr(ctx, w, r, snap, src, qname)
 	}
 	dot := strings.IndexByte(qname, '.')

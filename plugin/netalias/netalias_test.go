@@ -99,6 +99,7 @@ var cases = []tcase{
 	{from: hostIP, Case: test.Case{Qname: "c2.testnet.", Qtype: dns.TypeAAAA, Ns: []dns.RR{soa("testnet.")}}},
 	{from: hostIP, Case: test.Case{Qname: "c1.testnet.", Qtype: dns.TypeMX, Ns: []dns.RR{soa("testnet.")}}},
 	{from: hostIP, Case: test.Case{Qname: "c1.testnet.", Qtype: dns.TypeTXT, Ns: []dns.RR{soa("testnet.")}}},
+	{from: hostIP, Case: test.Case{Qname: "c1.testnet.", Qtype: dns.TypePTR, Ns: []dns.RR{soa("testnet.")}}},
 	// NXDOMAIN with SOA: known network, unknown name; deeper names.
 	{from: hostIP, Case: test.Case{Qname: "nope.testnet.", Qtype: dns.TypeA, Rcode: dns.RcodeNameError, Ns: []dns.RR{soa("testnet.")}}},
 	{from: hostIP, Case: test.Case{Qname: "x.c1.testnet.", Qtype: dns.TypeA, Rcode: dns.RcodeNameError, Ns: []dns.RR{soa("testnet.")}}},
