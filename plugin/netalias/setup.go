@@ -122,6 +122,9 @@ func setup(c *caddy.Controller) error {
 		if err != nil {
 			return plugin.Error(pluginName, err)
 		}
+		if d, ok := src.(*docker.Source); ok {
+			d.Logf = logf
+		}
 		sources = append(sources, src)
 	}
 	names := make([]string, len(sources))
