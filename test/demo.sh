@@ -65,15 +65,12 @@ ok "bridge $(jq -r '.[0].network.bridge' <<<"$INFO") up, subnet $(jq -r '.[0].ne
 
 step "2. the DNS server: CoreDNS with the netalias plugin, from Corefile.example"
 # The example reads /var/lib/netalias; the demo points it at its own state,
-# and listens only on loopback and the network's gateway (not the wildcard
-# address), so it runs beside a stub resolver on 127.0.0.53 or other DNS
-# servers. DEMO_OFFLINE=1 (the test suite) also drops forwarding upstream,
-# so no query leaves the machine.
+# listens only on loopback and the network's gateway (not the wildcard
+# address, so it runs beside a stub resolver on 127.0.0.53 or other DNS
+# servers), and drops forwarding upstream: it serves only netalias names, and
+# no query leaves the machine.
 sed -e "s#/var/lib/netalias#$STATE#g" -e "s#^\.:53 {#&\n    bind 127.0.0.1 $GATEWAY#" \
-	"$HERE/Corefile.example" > "$WORK/Corefile"
-if [ "${DEMO_OFFLINE:-}" = 1 ]; then
-	sed -i -E '/^\s*(forward|loop)\b/d' "$WORK/Corefile"
-fi
+	-e '/^\s*\(forward\|loop\)\b/d' "$HERE/Corefile.example" > "$WORK/Corefile"
 "$BINDIR/coredns" -conf "$WORK/Corefile" > "$WORK/coredns.log" 2>&1 &
 COREDNS_PID=$!
 for _ in $(seq 100); do

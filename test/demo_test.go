@@ -78,7 +78,7 @@ func demoCommand(t *testing.T, network string) *exec.Cmd {
 	binary(t, "coredns")
 	cmd := exec.Command("./demo.sh", bin)
 	// Names of our own, so the test cannot meet a user's centos-1.
-	cmd.Env = append(cmd.Environ(), "DEMO_OFFLINE=1", "DEMO_NETWORK="+network, "DEMO_C1="+network+"-c1", "DEMO_C2="+network+"-c2")
+	cmd.Env = append(cmd.Environ(), "DEMO_NETWORK="+network, "DEMO_C1="+network+"-c1", "DEMO_C2="+network+"-c2")
 	return cmd
 }
 
