@@ -86,7 +86,7 @@ show ip netns add "$C1"
 MADE_C1=1
 show "${NA[@]}" connect "$NETWORK" "$C1" --alias "$C1"
 C1_IP=$(ip -n "$C1" -4 -o addr show dev eth0 | awk '{print $4}' | cut -d/ -f1)
-ok "$C1 has eth0 $C1_IP; its resolver: $(tr '\n' ' ' < "/etc/netns/$C1/resolv.conf")"
+ok "$C1 has eth0 $C1_IP; its resolver: $(grep -v '^#' "/etc/netns/$C1/resolv.conf" | tr '\n' ' ')"
 
 step "4. from the host: dig $C1.$NETWORK"
 ANSWER=$(dig +short @127.0.0.1 "$C1.$NETWORK" A)
