@@ -3,6 +3,7 @@ package netalias
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 
 	"github.com/coredns/coredns/plugin"
 	"github.com/coredns/coredns/plugin/metrics"
@@ -39,18 +40,30 @@ var (
 
 // answerCounters caches the per-server counters: a labelled lookup per
 // query would cost a hash and an allocation on the hot path.
-type answerCounters struct{ m sync.Map } // server → *serverCounters
+// The last server's counters are checked first: one process usually has one
+// server (one address) for netalias, and comparing its address costs less
+// than hashing it.
+type answerCounters struct {
+	last atomic.Pointer[serverCounters]
+	m    sync.Map // server → *serverCounters
+}
 
 type serverCounters struct {
+	server                                   string
 	success, nodata, nxdomain, refused, next prometheus.Counter
 }
 
 func (a *answerCounters) get(ctx context.Context) *serverCounters {
 	server := metrics.WithServer(ctx)
+	if c := a.last.Load(); c != nil && c.server == server {
+		return c
+	}
 	if c, ok := a.m.Load(server); ok {
+		a.last.Store(c.(*serverCounters))
 		return c.(*serverCounters)
 	}
 	c := &serverCounters{
+		server:   server,
 		success:  answersTotal.WithLabelValues(server, "success"),
 		nodata:   answersTotal.WithLabelValues(server, "nodata"),
 		nxdomain: answersTotal.WithLabelValues(server, "nxdomain"),
@@ -58,5 +71,6 @@ func (a *answerCounters) get(ctx context.Context) *serverCounters {
 		next:     answersTotal.WithLabelValues(server, "next"),
 	}
 	got, _ := a.m.LoadOrStore(server, c)
+	a.last.Store(got.(*serverCounters))
 	return got.(*serverCounters)
 }
