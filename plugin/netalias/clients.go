@@ -70,12 +70,22 @@ func (c *Clients) Allowed(st *netwatch.Store, snap *netwatch.Snapshot, src netip
 type gate struct {
 	h    *Netalias
 	next plugin.Handler
+	// grow is set when other plugins run between the gate and netalias
+	// (see growStack).
+	grow bool
+}
+
+// newGate puts the clients check in front of next, the chain's head.
+func newGate(h *Netalias, next plugin.Handler) gate {
+	return gate{h: h, next: next, grow: next != plugin.Handler(h)}
 }
 
 func (g gate) Name() string { return "netalias_clients" }
 
 func (g gate) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Msg) (int, error) {
-	growStack(len(r.Question))
+	if g.grow {
+		growStack(len(r.Question))
+	}
 	if !g.h.Clients.Allowed(g.h.Store, g.h.Store.Snapshot(), remoteAddr(w)) {
 		g.h.m.get(ctx).refused.Inc()
 		return dns.RcodeRefused, nil
@@ -89,6 +99,13 @@ func (g gate) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Msg) (i
 // every frame: 13% of the server's CPU time in a profile under dnsperf,
 // 7% with this (6 KiB measured best among 3, 6, 12 and 16 KiB: from 32 KiB
 // on, stacks come from the heap and cost more than they save).
+//
+// Only with other plugins in front of netalias (errors, prometheus, cache,
+// log...), though: netalias alone fits the starting stack the runtime
+// sizes from the stacks it has seen, and growing anyway costs a copy per
+// query (under dnsperf, Go 1.26: stack growth 10-11% of the server's CPU
+// time with this, 2-3% without; with errors, prometheus and cache in front,
+// 8.5% with this, 13% without).
 //
 //go:noinline
 func growStack(i int) byte {

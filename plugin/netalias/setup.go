@@ -196,7 +196,7 @@ func setup(c *caddy.Controller) error {
 	dc := dnsserver.GetConfig(c)
 	// The clients check goes in front of the whole chain (see gate).
 	dc.Plugin = append([]plugin.Plugin{func(next plugin.Handler) plugin.Handler {
-		return gate{h: h, next: next}
+		return newGate(h, next)
 	}}, dc.Plugin...)
 	dc.AddPlugin(func(next plugin.Handler) plugin.Handler {
 		h.Next = next

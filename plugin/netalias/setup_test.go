@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/coredns/caddy"
+	"github.com/coredns/coredns/plugin/test"
 )
 
 func TestParse(t *testing.T) {
@@ -50,5 +51,15 @@ func TestParse(t *testing.T) {
 			continue
 		}
 		tt.check(t, c)
+	}
+}
+
+func TestGateGrowsStackOnlyBehindOtherPlugins(t *testing.T) {
+	h := newHandler(testStore())
+	if newGate(h, h).grow {
+		t.Error("netalias first in the chain: the gate grows the stack")
+	}
+	if !newGate(h, test.ErrorHandler()).grow {
+		t.Error("another plugin before netalias: the gate does not grow the stack")
 	}
 }
