@@ -33,29 +33,7 @@ func BenchmarkDockerEventToRecord(b *testing.B) {
 	src.Logf = func(string, ...any) {}
 	eventually(b, 10*time.Second, "first sync", src.Synced)
 
-	cli, err := client.NewClientWithOpts(client.WithHost("unix:///var/run/docker.sock"), client.WithAPIVersionNegotiation())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer cli.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	msgs, errs := cli.Events(ctx, events.ListOptions{Filters: filters.NewArgs(
-		filters.Arg("type", "network"), filters.Arg("network", net))})
-	eventTime := func(action events.Action) time.Time {
-		for {
-			select {
-			case m := <-msgs:
-				if m.Action == action {
-					return time.Unix(0, m.TimeNano)
-				}
-			case err := <-errs:
-				b.Fatal(err)
-			case <-time.After(10 * time.Second):
-				b.Fatalf("no %s event", action)
-			}
-		}
-	}
+	eventTime := networkEventTimes(b, net)
 	published := func(want bool) time.Time {
 		eventually(b, 5*time.Second, fmt.Sprintf("%s on %s: %v", ctr, net, want), func() bool {
 			return (len(sink.lookup(ctr, net)) == 1) == want
@@ -180,29 +158,7 @@ func BenchmarkDockerEventToAnswer(b *testing.B) {
 	e.run(b, ctr, img, "sleep", "3600")
 	startCoreDNS(b, "        state off\n        docker unix:///var/run/docker.sock", nil, true)
 
-	cli, err := client.NewClientWithOpts(client.WithHost("unix:///var/run/docker.sock"), client.WithAPIVersionNegotiation())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer cli.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	msgs, errs := cli.Events(ctx, events.ListOptions{Filters: filters.NewArgs(
-		filters.Arg("type", "network"), filters.Arg("network", net))})
-	eventTime := func(action events.Action) time.Time {
-		for {
-			select {
-			case m := <-msgs:
-				if m.Action == action {
-					return time.Unix(0, m.TimeNano)
-				}
-			case err := <-errs:
-				b.Fatal(err)
-			case <-time.After(10 * time.Second):
-				b.Fatalf("no %s event", action)
-			}
-		}
-	}
+	eventTime := networkEventTimes(b, net)
 	name := ctr + "." + net
 	var up, down []time.Duration
 	b.ResetTimer()
@@ -257,5 +213,33 @@ func BenchmarkDockerResync(b *testing.B) {
 		cancel()
 		<-done
 		b.StartTimer()
+	}
+}
+
+// networkEventTimes follows Docker's events for network net and returns a
+// function that waits for the next event with the given action and gives
+// the engine's timestamp of it.
+func networkEventTimes(b *testing.B, net string) func(events.Action) time.Time {
+	cli, err := client.NewClientWithOpts(client.WithHost("unix:///var/run/docker.sock"), client.WithAPIVersionNegotiation())
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	b.Cleanup(func() { cancel(); cli.Close() })
+	msgs, errs := cli.Events(ctx, events.ListOptions{Filters: filters.NewArgs(
+		filters.Arg("type", "network"), filters.Arg("network", net))})
+	return func(action events.Action) time.Time {
+		for {
+			select {
+			case m := <-msgs:
+				if m.Action == action {
+					return time.Unix(0, m.TimeNano)
+				}
+			case err := <-errs:
+				b.Fatal(err)
+			case <-time.After(10 * time.Second):
+				b.Fatalf("no %s event", action)
+			}
+		}
 	}
 }
