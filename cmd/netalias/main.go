@@ -21,6 +21,7 @@ import (
 	"github.com/netalias/netalias/agent"
 	"github.com/netalias/netalias/agent/events"
 	"github.com/netalias/netalias/agent/netns"
+	"github.com/netalias/netalias/agent/store"
 	"github.com/netalias/netalias/state"
 )
 
@@ -269,13 +270,19 @@ type NetworkSummary struct {
 	Endpoints int `json:"endpoints"`
 }
 
-func listNetworks(dir, format string, quiet bool) error {
+// reconciledSnapshot reads the state of dir after a reconcile, so ls and
+// inspect never show endpoints whose veth is gone.
+func reconciledSnapshot(dir string) (*store.Snapshot, error) {
 	m, err := manager(dir)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	reconcile(m)
-	snap, err := m.Snapshot()
+	return m.Snapshot()
+}
+
+func listNetworks(dir, format string, quiet bool) error {
+	snap, err := reconciledSnapshot(dir)
 	if err != nil {
 		return err
 	}
@@ -317,12 +324,7 @@ func listNetworks(dir, format string, quiet bool) error {
 }
 
 func inspectNetworks(dir string, names []string) error {
-	m, err := manager(dir)
-	if err != nil {
-		return err
-	}
-	reconcile(m)
-	snap, err := m.Snapshot()
+	snap, err := reconciledSnapshot(dir)
 	if err != nil {
 		return err
 	}
