@@ -62,12 +62,7 @@ func (l *Links) links(ctx context.Context) error {
 		}
 	}()
 	errc := make(chan error, 1)
-	opts := netlink.LinkSubscribeOptions{ErrorCallback: func(err error) {
-		select {
-		case errc <- err:
-		default:
-		}
-	}}
+	opts := netlink.LinkSubscribeOptions{ErrorCallback: firstError(errc)}
 	if err := netlink.LinkSubscribeWithOptions(ch, done, opts); err != nil {
 		return err
 	}
@@ -138,12 +133,7 @@ func (l *Links) addrs(ctx context.Context) error {
 		}
 	}()
 	errc := make(chan error, 1)
-	opts := netlink.AddrSubscribeOptions{ListExisting: true, ErrorCallback: func(err error) {
-		select {
-		case errc <- err:
-		default:
-		}
-	}}
+	opts := netlink.AddrSubscribeOptions{ListExisting: true, ErrorCallback: firstError(errc)}
 	if err := netlink.AddrSubscribeWithOptions(ch, done, opts); err != nil {
 		return err
 	}
@@ -174,6 +164,17 @@ func (l *Links) addrs(ctx context.Context) error {
 				cp[k] = struct{}{}
 			}
 			l.Store.SetHostAddrs(cp)
+		}
+	}
+}
+
+// firstError returns a subscription error callback that keeps the first
+// error in errc and drops later ones: any error means resubscribe.
+func firstError(errc chan<- error) func(error) {
+	return func(err error) {
+		select {
+		case errc <- err:
+		default:
 		}
 	}
 }
