@@ -309,3 +309,18 @@ func (p *sockProxy) cut() {
 		os.Remove(p.path)
 	}
 }
+
+// checkNetwork asserts the subnet and gateway the source published for net.
+func (r *recSink) checkNetwork(t *testing.T, net, subnet, gateway string) {
+	t.Helper()
+	r.mu.Lock()
+	n := r.nets[net]
+	r.mu.Unlock()
+	if n == nil {
+		t.Errorf("no network record for %s", net)
+		return
+	}
+	if n.Subnet != netip.MustParsePrefix(subnet) || n.Gateway != netip.MustParseAddr(gateway) {
+		t.Errorf("network record subnet %v gateway %v, want %s and %s", n.Subnet, n.Gateway, subnet, gateway)
+	}
+}

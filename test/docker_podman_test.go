@@ -123,12 +123,7 @@ func TestPodmanSource(t *testing.T) {
 	eventually(t, 2*time.Second, "web."+net+" has both replicas", func() bool {
 		return slices.Equal(sink.lookup("web", net), addrs(ip1, ipRep))
 	})
-	sink.mu.Lock()
-	n := *sink.nets[net]
-	sink.mu.Unlock()
-	if n.Subnet != netip.MustParsePrefix(subnet) || n.Gateway != netip.MustParseAddr(fmt.Sprintf("10.204.%d.1", third)) {
-		t.Errorf("network record subnet %v gateway %v, want %s and .1", n.Subnet, n.Gateway, subnet)
-	}
+	sink.checkNetwork(t, net, subnet, fmt.Sprintf("10.204.%d.1", third))
 
 	// Restart onto another address.
 	e.must(t, "stop", "-t", "0", c1)

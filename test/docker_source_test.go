@@ -59,12 +59,7 @@ func TestDockerSource(t *testing.T) {
 	if ep, _ := sink.endpoint(c1, net); ep.Container != id1 {
 		t.Errorf("endpoint container %q, want id %q", ep.Container, id1)
 	}
-	sink.mu.Lock()
-	n := *sink.nets[net]
-	sink.mu.Unlock()
-	if n.Subnet != netip.MustParsePrefix(subnet) || n.Gateway != netip.MustParseAddr(fmt.Sprintf("10.203.%d.1", third)) {
-		t.Errorf("network record subnet %v gateway %v, want %s and .1", n.Subnet, n.Gateway, subnet)
-	}
+	sink.checkNetwork(t, net, subnet, fmt.Sprintf("10.203.%d.1", third))
 
 	// docker restart: the current address is served.
 	e.must(t, "restart", "-t", "0", c1)
