@@ -112,11 +112,20 @@ Corrupt state files are named on stderr and left untouched.`,
 	return cmd
 }
 
+// shortID is the ID as `network ls` shows it: docker's 12 characters, or
+// all of a shorter one (a hand-edited state file may hold one).
+func shortID(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}
+
 // writeNetworks prints the `network ls` table, or only the short IDs.
 func writeNetworks(w io.Writer, files []*state.File, quiet bool) error {
 	if quiet {
 		for _, f := range files {
-			if _, err := fmt.Fprintln(w, f.Network.ID[:12]); err != nil {
+			if _, err := fmt.Fprintln(w, shortID(f.Network.ID)); err != nil {
 				return err
 			}
 		}
@@ -126,7 +135,7 @@ func writeNetworks(w io.Writer, files []*state.File, quiet bool) error {
 	fmt.Fprintln(tw, "NETWORK ID\tNAME\tBRIDGE\tSUBNET\tGATEWAY\tINTERNAL\tENDPOINTS")
 	for _, f := range files {
 		n := f.Network
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%v\t%d\n", n.ID[:12], n.Name, n.Bridge,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%v\t%d\n", shortID(n.ID), n.Name, n.Bridge,
 			joinSet(n.Subnet, n.Subnet6), n.Gateway, n.Internal, len(f.Endpoints))
 	}
 	return tw.Flush()
