@@ -184,6 +184,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"frobnicate"}, `unknown command "frobnicate" (see 'netalias --help')`},
 		{[]string{"network"}, "network: want create, ls, inspect or rm"},
 		{[]string{"network", "frob"}, `network: unknown command "frob"`},
+		{[]string{"netwrk", "ls"}, `unknown command "netwrk", did you mean "network"?`},
+		{[]string{"network", "lss"}, `network: unknown command "lss", did you mean "ls"?`},
 		{[]string{"help", "frobnicate"}, `help: unknown command "frobnicate"`},
 		{[]string{"network", "create"}, "network create: want exactly one NAME"},
 		{[]string{"network", "create", "a", "b"}, "network create: want exactly one NAME"},

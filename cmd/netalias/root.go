@@ -162,10 +162,16 @@ func newHelpCmd() *cobra.Command {
 
 // unknownCommand rejects any argument of a command that only groups others.
 func unknownCommand(cmd *cobra.Command, args []string) error {
-	if len(args) > 0 {
-		return usageErrorf(cmd, "unknown command %q", args[0])
+	if len(args) == 0 {
+		return nil
 	}
-	return nil
+	if cmd.SuggestionsMinimumDistance <= 0 {
+		cmd.SuggestionsMinimumDistance = 2 // cobra's default, set only on its own path
+	}
+	if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+		return usageErrorf(cmd, "unknown command %q, did you mean %q?", args[0], s[0])
+	}
+	return usageErrorf(cmd, "unknown command %q", args[0])
 }
 
 // wantArgs accepts between lo and hi arguments (hi < 0: no limit); the
