@@ -76,6 +76,11 @@ func TestAgentBadInput(t *testing.T) {
 		{"connect missing args", []string{"connect", net}, "want NETWORK NETNS", 2},
 		{"unknown flag", []string{"connect", net, c2, "--bogus"}, "flag provided but not defined", 2},
 		{"unknown command", []string{"frobnicate"}, "unknown command", 2},
+		{"unknown shorthand flag", []string{"network", "rm", "-x", net}, "flag provided but not defined: -x", 2},
+		{"rm without names", []string{"network", "rm"}, "want NAME...", 2},
+		{"run argument before --", []string{"run", "--network", net, "sh", "--", "true"}, `unexpected "sh" before --`, 2},
+		{"help on unknown command", []string{"help", "frobnicate"}, "unknown command", 2},
+		{"agent interval not positive", []string{"agent", "--interval", "0s"}, "must be positive", 2},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -103,6 +108,28 @@ func TestAgentBadInput(t *testing.T) {
 			}
 		})
 	}
+}
+
+// `network rm -f` is `--force`: it disconnects the endpoints, then removes
+// the network, its bridge and its state file.
+func TestAgentRmForceShorthand(t *testing.T) {
+	e := newAgentEnv(t)
+	sub, _, _ := agNextSubnet()
+	net := "force" + agRand()[:4]
+	e.network(net, "--subnet", sub)
+	c := agNetns(t)
+	e.must("connect", net, c)
+	f := e.file(net)
+	bridge, veth := f.Network.Bridge, f.Endpoints[0].HostVeth
+	if out := e.must("network", "rm", "-f", net); out != net+"\n" {
+		t.Errorf("network rm -f: stdout %q, want the name", out)
+	}
+	if _, err := os.Stat(state.NetworkPath(e.dir, net)); !os.IsNotExist(err) {
+		t.Errorf("state file still there: %v", err)
+	}
+	agEventually(t, 5*time.Second, "bridge and veth deletion", func() bool {
+		return !agHasLink(t, bridge) && !agHasLink(t, veth)
+	})
 }
 
 func mapsEqual(a, b map[string]string) bool {
