@@ -349,3 +349,46 @@ func mapsEqual(a, b map[string]string) bool {
 	}
 	return true
 }
+
+// The CLI sections of the READMEs name every command and flag the help
+// shows, so the documents cannot fall behind the tree.
+func TestReadmesNameEveryFlag(t *testing.T) {
+	for _, doc := range []struct{ file, section string }{
+		{"../../README.md", "## CLI\n"},
+		{"../../agent/README.md", "## Command line\n"},
+	} {
+		b, err := os.ReadFile(doc.file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		text := string(b)
+		i := strings.Index(text, doc.section)
+		if i < 0 {
+			t.Fatalf("%s: no section %q", doc.file, doc.section)
+		}
+		text = text[i+len(doc.section):]
+		if j := strings.Index(text, "\n## "); j >= 0 {
+			text = text[:j]
+		}
+		root := newRoot()
+		for _, c := range visible(root)[1:] {
+			if !c.IsAvailableCommand() {
+				continue
+			}
+			if p := strings.Join(path(c), " ") + " "; !strings.Contains(text, p) {
+				t.Errorf("%s: CLI section lacks the command %q", doc.file, p)
+			}
+			c.NonInheritedFlags().VisitAll(func(f *pflag.Flag) {
+				if f.Hidden || f.Name == "help" || f.Name == "version" {
+					return
+				}
+				if !strings.Contains(text, "--"+f.Name) {
+					t.Errorf("%s: CLI section lacks %s --%s", doc.file, c.CommandPath(), f.Name)
+				}
+			})
+		}
+		if !strings.Contains(text, "--state-dir") {
+			t.Errorf("%s: CLI section lacks --state-dir", doc.file)
+		}
+	}
+}
