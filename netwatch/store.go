@@ -257,8 +257,11 @@ func (s *Store) applyLocked(source string, changed map[string]bool) {
 				w.delIf(e.v4, k)
 				w.delIf(e.v6, k)
 				affected[e.container] = true
-				s.unrefVeth(e.hostVeth, k)
 				unref(s.contNets, e.container, k)
+			}
+			// Every veth the view referenced, hidden endpoints' included.
+			for _, veth := range ov.veths {
+				unref(s.vethNets, veth, k)
 			}
 			nw.endpoints -= len(ov.eps)
 			nw.records -= ov.records
@@ -383,35 +386,6 @@ func (w *addrWriter) set(a netip.Addr, e *addrEntry) {
 	sh[a] = e
 }
 
-func (s *Store) unrefVeth(v, net string) {
-	if v == "" {
-		return
-	}
-	m := s.vethNets[v]
-	if m == nil {
-		return
-	}
-	m[net]--
-	if m[net] <= 0 {
-		delete(m, net)
-	}
-	if len(m) == 0 {
-		delete(s.vethNets, v)
-	}
-}
-
-func (s *Store) refVeth(v, net string) {
-	if v == "" {
-		return
-	}
-	m := s.vethNets[v]
-	if m == nil {
-		m = map[string]int{}
-		s.vethNets[v] = m
-	}
-	m[net]++
-}
-
 // hiddenLocked reports whether the endpoint's host link is known gone.
 func (s *Store) hiddenLocked(veth string) bool {
 	if veth == "" || !s.linksKnown {
@@ -461,13 +435,20 @@ func (s *Store) mergeLocked(k string) *NetView {
 	v.Apex = k + "."
 	v.soaNs = "ns.dns." + v.Apex
 	v.soaMbox = "hostmaster." + v.Apex
+	seen := map[string]struct{}{} // veths referenced for this view
 	for _, p := range parts {
 		for i := range p.Endpoints {
 			e := &p.Endpoints[i]
 			if e.Name == "" {
 				continue
 			}
-			s.refVeth(e.HostVeth, k)
+			if _, dup := seen[e.HostVeth]; e.HostVeth != "" && !dup {
+				seen[e.HostVeth] = struct{}{}
+				// Referenced before the hidden check: a hidden endpoint
+				// must come back when its veth appears.
+				v.veths = append(v.veths, e.HostVeth)
+				ref(s.vethNets, e.HostVeth, k)
+			}
 			if s.hiddenLocked(e.HostVeth) {
 				continue
 			}
@@ -631,6 +612,9 @@ type NetView struct {
 	names    map[string]*RRSet // names and aliases
 	byName   map[string]*RRSet // endpoint names only (link targets)
 	eps      []epInfo
+	// veths are the host veths this view referenced in Store.vethNets
+	// (visible or hidden endpoints), unreferenced as a whole on rebuild.
+	veths []string
 	// byContainer indexes eps by container, to rebuild clients quickly.
 	byContainer map[string][]int
 	records     int
