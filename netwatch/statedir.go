@@ -4,14 +4,13 @@ import (
 	"context"
 	"errors"
 	"io/fs"
-	"log"
 	"net/netip"
 	"os"
 	"path/filepath"
-	"time"
 
 	"github.com/fsnotify/fsnotify"
 
+	"github.com/netalias/netalias/internal/backoff"
 	"github.com/netalias/netalias/state"
 )
 
@@ -20,38 +19,39 @@ import (
 // is read again.
 type StateDir struct {
 	Dir string
-	// Logf reports unusable files (once per path until it parses again).
-	Logf func(format string, args ...any)
+	// Log reports a lost directory and unusable files (once per path until
+	// it parses again); nil means StdLogger. Set it before Run.
+	Log Logger
 }
 
 // NewStateDir returns a source for the agent state directory dir.
-func NewStateDir(dir string) *StateDir { return &StateDir{Dir: dir, Logf: log.Printf} }
+func NewStateDir(dir string) *StateDir { return &StateDir{Dir: dir} }
 
 // Name implements Source.
 func (s *StateDir) Name() string { return "state" }
 
 type stateRun struct {
-	s    *StateDir
-	sink Sink
-	last map[string]*Network // file path → last good network it held
-	bad  map[string]bool     // paths whose parse failure was already logged
+	s     *StateDir
+	log   Logger
+	retry backoff.Backoff
+	sink  Sink
+	last  map[string]*Network // file path → last good network it held
+	bad   map[string]bool     // paths whose parse failure was already logged
 }
 
 // Run implements Source.
 func (s *StateDir) Run(ctx context.Context, sink Sink) error {
-	r := &stateRun{s: s, sink: sink, last: map[string]*Network{}, bad: map[string]bool{}}
+	r := &stateRun{s: s, log: OrStd(s.Log), sink: sink, last: map[string]*Network{}, bad: map[string]bool{}}
 	dir := state.NetworksPath(s.Dir)
 	for {
 		err := r.watch(ctx, dir)
 		if ctx.Err() != nil {
 			return nil
 		}
-		s.Logf("[WARNING] plugin/netalias: state directory %s: %v; retrying", dir, err)
+		r.log.Warningf("state directory %s: %v; retrying", dir, err)
 		sink.SetStale(s.Name(), true)
-		select {
-		case <-ctx.Done():
+		if !r.retry.Wait(ctx) {
 			return nil
-		case <-time.After(time.Second):
 		}
 	}
 }
@@ -75,6 +75,7 @@ func (r *stateRun) watch(ctx context.Context, dir string) error {
 		return err
 	}
 	r.sink.SetStale(r.s.Name(), false)
+	r.retry.Reset()
 	for {
 		select {
 		case <-ctx.Done():
@@ -162,7 +163,7 @@ func (r *stateRun) read(p string) (*Network, error) {
 	if err != nil {
 		if !errors.Is(err, fs.ErrNotExist) && !r.bad[p] {
 			r.bad[p] = true
-			r.s.Logf("[ERROR] plugin/netalias: %s: %v (keeping its last good records)", p, err)
+			r.log.Errorf("%s: %v (keeping its last good records)", p, err)
 		}
 		return nil, err
 	}

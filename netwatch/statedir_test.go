@@ -25,6 +25,10 @@ type logs struct {
 	msg []string
 }
 
+func (l *logs) Infof(f string, a ...any)    { l.logf("[INFO] "+f, a...) }
+func (l *logs) Warningf(f string, a ...any) { l.logf("[WARNING] "+f, a...) }
+func (l *logs) Errorf(f string, a ...any)   { l.logf("[ERROR] "+f, a...) }
+
 func (l *logs) logf(f string, a ...any) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -48,7 +52,7 @@ func startStateDir(t *testing.T, dir string) (*Store, *logs) {
 	st := NewStore("state")
 	src := NewStateDir(dir)
 	lg := &logs{}
-	src.Logf = lg.logf
+	src.Log = lg
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { src.Run(ctx, st); close(done) }()
@@ -140,6 +144,7 @@ func BenchmarkStateChangeToAnswer(b *testing.B) {
 	state.Write(dir, netFile("n1", "10.202.5.2"))
 	st := NewStore("state")
 	src := NewStateDir(dir)
+	src.Log = Discard
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go src.Run(ctx, st)
@@ -188,6 +193,7 @@ func BenchmarkStateChangeToAnswerLarge(b *testing.B) {
 	f, _ := state.Read(state.NetworkPath(dir, "net42"))
 	st := NewStore("state")
 	src := NewStateDir(dir)
+	src.Log = Discard
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go src.Run(ctx, st)

@@ -80,3 +80,38 @@ func TestStoreConcurrentReaders(t *testing.T) {
 	close(stop)
 	wg.Wait()
 }
+
+// A veth the link watcher has not reported yet is asked about (outside the
+// writer lock: the hook may take its time) and, when it exists, its
+// endpoint is served at once.
+func TestStoreLinkExistsHook(t *testing.T) {
+	var st *Store
+	var asked []string
+	st = NewStoreWith(StoreOptions{LinkExists: func(name string) bool {
+		asked = append(asked, name)
+		st.Stale() // takes the writer lock: deadlocks if called under it
+		return name == "vnew"
+	}})
+	st.SyncLinks(map[string]struct{}{"vold": {}})
+	st.Update("a", &Network{Name: "n", Endpoints: []Endpoint{
+		{Name: "old", IPv4: netip.MustParseAddr("10.202.7.2"), HostVeth: "vold", Container: "old"},
+		{Name: "new", IPv4: netip.MustParseAddr("10.202.7.3"), HostVeth: "vnew", Container: "new"},
+		{Name: "dead", IPv4: netip.MustParseAddr("10.202.7.4"), HostVeth: "vdead", Container: "dead"},
+	}})
+	v := st.Snapshot().Network("n")
+	if v.Endpoint("old") == nil || v.Endpoint("new") == nil {
+		t.Fatal("an endpoint whose veth exists is hidden")
+	}
+	if v.Endpoint("dead") != nil {
+		t.Fatal("an endpoint whose veth is gone is served")
+	}
+	if fmt.Sprint(asked) != "[vnew vdead]" {
+		t.Fatalf("asked about %v, want only the unreported veths [vnew vdead]", asked)
+	}
+	// Once gone, the veth's endpoint goes, and the hook is asked again only
+	// on the next write naming it.
+	st.LinkRemoved("vnew")
+	if st.Snapshot().Network("n").Endpoint("new") != nil {
+		t.Fatal("endpoint survived its veth's removal")
+	}
+}
