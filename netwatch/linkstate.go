@@ -37,11 +37,13 @@ func (s *Store) LinkAdded(name string) {
 func (s *Store) LinkRemoved(name string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	// Counted even for a link not known here: it may be one that
+	// confirmLinks is finding right now.
+	s.linkGen++
 	if _, ok := s.present[name]; !ok {
 		return
 	}
 	delete(s.present, name)
-	s.linkGen++
 	if nets := s.vethNets[name]; len(nets) > 0 && s.linksKnown {
 		s.applyLocked("netlink", keys(nets))
 	}

@@ -115,3 +115,24 @@ func TestStoreLinkExistsHook(t *testing.T) {
 		t.Fatal("endpoint survived its veth's removal")
 	}
 }
+
+// A veth removed while the hook confirms it (the removal event arriving
+// between the check and the update) must not be marked present.
+func TestStoreLinkRemovedDuringConfirm(t *testing.T) {
+	var st *Store
+	st = NewStoreWith(StoreOptions{LinkExists: func(name string) bool {
+		st.LinkRemoved(name) // the veth goes right after the check saw it
+		return true
+	}})
+	st.SyncLinks(map[string]struct{}{})
+	st.Update("a", &Network{Name: "n", Endpoints: []Endpoint{
+		{Name: "c", IPv4: netip.MustParseAddr("10.202.7.2"), HostVeth: "v1", Container: "c"},
+	}})
+	if st.Snapshot().Network("n").Endpoint("c") != nil {
+		t.Fatal("endpoint served though its veth was removed during the check")
+	}
+	st.LinkAdded("v1") // the watcher reports it (again): served
+	if st.Snapshot().Network("n").Endpoint("c") == nil {
+		t.Fatal("endpoint hidden after its veth was reported")
+	}
+}
