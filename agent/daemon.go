@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/netalias/netalias/agent/events"
+	"github.com/netalias/netalias/internal/nlwatch"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -72,49 +73,26 @@ func (d *Daemon) cycle() {
 	}
 }
 
-// watchLinks kicks a reconcile when a veth of ours is deleted. Any receive
-// error closes the subscription: resubscribe (ListExisting is not needed:
-// a full reconcile follows every kick).
+// watchLinks kicks a reconcile when a veth of ours is deleted, and after
+// every lost subscription (events may be missing: the reconcile is the
+// resync, so the listing nlwatch hands over is not needed).
 func (d *Daemon) watchLinks(ctx context.Context, kick chan<- struct{}) {
-	for ctx.Err() == nil {
-		ch := make(chan netlink.LinkUpdate, 256)
-		done := make(chan struct{})
-		err := netlink.LinkSubscribeWithOptions(ch, done, netlink.LinkSubscribeOptions{
-			ErrorCallback: func(error) {},
-		})
-		if err != nil {
-			log.Printf("netalias agent: link subscription: %v", err)
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(time.Second):
-				continue
-			}
-		}
-	recv:
-		for {
-			select {
-			case <-ctx.Done():
-				close(done)
-				for range ch {
-				}
-				return
-			case u, ok := <-ch:
-				if !ok {
-					break recv
-				}
-				if u.Header.Type == unix.RTM_DELLINK && strings.HasPrefix(u.Attrs().Name, "nav") {
-					select {
-					case kick <- struct{}{}:
-					default:
-					}
-				}
-			}
-		}
-		close(done)
-		select { // resync after a lost subscription
+	poke := func() {
+		select {
 		case kick <- struct{}{}:
 		default:
 		}
 	}
+	first := true
+	w := nlwatch.New(nil, func(err error) { log.Printf("netalias agent: %v; resubscribing", err) })
+	w.Links(ctx, func([]netlink.Link) {
+		if !first { // Run reconciles at start already
+			poke()
+		}
+		first = false
+	}, func(u netlink.LinkUpdate) {
+		if u.Header.Type == unix.RTM_DELLINK && strings.HasPrefix(u.Attrs().Name, "nav") {
+			poke()
+		}
+	})
 }

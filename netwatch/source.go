@@ -3,6 +3,14 @@
 // runtime's event stream, later etcd) is a Source; sources push whole
 // networks into a Sink, which merges them by network name and publishes an
 // immutable snapshot for lock-free lookups.
+//
+// Layout: the Sink side and readiness (store.go), the immutable snapshot
+// (snapshot.go), building it (build.go) with copy-on-write address shards
+// (shard.go), and the host's links (linkstate.go), which netwatch/links
+// feeds from netlink. The state-directory source (statedir.go) also serves
+// read-your-writes: package syncack lets the agent wait, bounded by
+// syncack.DefaultTimeout (200 ms), until every running server publishes
+// what it just wrote.
 package netwatch
 
 import (

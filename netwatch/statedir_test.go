@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/netalias/netalias/netwatch/syncack"
 	"github.com/netalias/netalias/state"
 )
 
@@ -24,6 +25,10 @@ type logs struct {
 	mu  sync.Mutex
 	msg []string
 }
+
+func (l *logs) Infof(f string, a ...any)    { l.logf("[INFO] "+f, a...) }
+func (l *logs) Warningf(f string, a ...any) { l.logf("[WARNING] "+f, a...) }
+func (l *logs) Errorf(f string, a ...any)   { l.logf("[ERROR] "+f, a...) }
 
 func (l *logs) logf(f string, a ...any) {
 	l.mu.Lock()
@@ -48,7 +53,7 @@ func startStateDir(t *testing.T, dir string) (*Store, *logs) {
 	st := NewStore("state")
 	src := NewStateDir(dir)
 	lg := &logs{}
-	src.Logf = lg.logf
+	src.Log = lg
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { src.Run(ctx, st); close(done) }()
@@ -140,6 +145,7 @@ func BenchmarkStateChangeToAnswer(b *testing.B) {
 	state.Write(dir, netFile("n1", "10.202.5.2"))
 	st := NewStore("state")
 	src := NewStateDir(dir)
+	src.Log = Discard
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go src.Run(ctx, st)
@@ -188,6 +194,7 @@ func BenchmarkStateChangeToAnswerLarge(b *testing.B) {
 	f, _ := state.Read(state.NetworkPath(dir, "net42"))
 	st := NewStore("state")
 	src := NewStateDir(dir)
+	src.Log = Discard
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go src.Run(ctx, st)
@@ -208,4 +215,72 @@ func BenchmarkStateChangeToAnswerLarge(b *testing.B) {
 	}
 	b.StopTimer()
 	reportPercentiles(b, lat)
+}
+
+// Read-your-writes: once syncack.Sync returns after a state write, the
+// snapshot already answers accordingly, every time, without waiting for
+// the file watch. Without Sync, an immediate look often sees the old state.
+func TestStateDirSyncReadYourWrites(t *testing.T) {
+	dir := t.TempDir()
+	state.Write(dir, netFile("n1", "10.202.5.2"))
+	st, _ := startStateDir(t, dir)
+	socks, _ := filepath.Glob(filepath.Join(syncack.ServersPath(dir), "*.sock"))
+	if len(socks) != 1 {
+		t.Fatalf("servers' sockets %v, want this source's one", socks)
+	}
+
+	const rounds = 200
+	missedWithout := 0
+	for i := 0; i < rounds; i++ {
+		ip := fmt.Sprintf("10.202.5.%d", 10+i%200)
+		if err := state.WriteNoSync(dir, netFile("n1", ip)); err != nil {
+			t.Fatal(err)
+		}
+		if addrOf(st, "n1", "c1") != ip {
+			missedWithout++
+		}
+		if err := syncack.Sync(dir, []string{"n1"}, syncack.DefaultTimeout); err != nil {
+			t.Fatalf("round %d: %v", i, err)
+		}
+		if got := addrOf(st, "n1", "c1"); got != ip {
+			t.Fatalf("round %d: after Sync c1.n1 is %s, want %s", i, got, ip)
+		}
+	}
+	t.Logf("without Sync, %d of %d writes were not visible at once; with it, %d of %d were", missedWithout, rounds, rounds, rounds)
+
+	// A removed network (network rm) is gone when Sync returns.
+	if err := os.Remove(state.NetworkPath(dir, "n1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := syncack.Sync(dir, []string{"n1"}, syncack.DefaultTimeout); err != nil {
+		t.Fatal(err)
+	}
+	if st.Snapshot().Network("n1") != nil {
+		t.Fatal("n1 still served after its file was removed and synced")
+	}
+	// A bad name is refused, naming it.
+	if err := syncack.Sync(dir, []string{"../etc/passwd"}, syncack.DefaultTimeout); err == nil || !strings.Contains(err.Error(), "../etc/passwd") {
+		t.Fatalf("bad network name: %v", err)
+	}
+}
+
+// The source's socket goes when it stops.
+func TestStateDirRemovesSyncSocket(t *testing.T) {
+	dir := t.TempDir()
+	st := NewStore("state")
+	src := NewStateDir(dir)
+	src.Log = Discard
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { src.Run(ctx, st); close(done) }()
+	eventually(t, "first load", st.Ready)
+	glob := filepath.Join(syncack.ServersPath(dir), "*.sock")
+	if socks, _ := filepath.Glob(glob); len(socks) != 1 {
+		t.Fatalf("sockets while running: %v", socks)
+	}
+	cancel()
+	<-done
+	if socks, _ := filepath.Glob(glob); len(socks) != 0 {
+		t.Fatalf("sockets left after Run returned: %v", socks)
+	}
 }

@@ -80,3 +80,59 @@ func TestStoreConcurrentReaders(t *testing.T) {
 	close(stop)
 	wg.Wait()
 }
+
+// A veth the link watcher has not reported yet is asked about (outside the
+// writer lock: the hook may take its time) and, when it exists, its
+// endpoint is served at once.
+func TestStoreLinkExistsHook(t *testing.T) {
+	var st *Store
+	var asked []string
+	st = NewStoreWith(StoreOptions{LinkExists: func(name string) bool {
+		asked = append(asked, name)
+		st.Stale() // takes the writer lock: deadlocks if called under it
+		return name == "vnew"
+	}})
+	st.SyncLinks(map[string]struct{}{"vold": {}})
+	st.Update("a", &Network{Name: "n", Endpoints: []Endpoint{
+		{Name: "old", IPv4: netip.MustParseAddr("10.202.7.2"), HostVeth: "vold", Container: "old"},
+		{Name: "new", IPv4: netip.MustParseAddr("10.202.7.3"), HostVeth: "vnew", Container: "new"},
+		{Name: "dead", IPv4: netip.MustParseAddr("10.202.7.4"), HostVeth: "vdead", Container: "dead"},
+	}})
+	v := st.Snapshot().Network("n")
+	if v.Endpoint("old") == nil || v.Endpoint("new") == nil {
+		t.Fatal("an endpoint whose veth exists is hidden")
+	}
+	if v.Endpoint("dead") != nil {
+		t.Fatal("an endpoint whose veth is gone is served")
+	}
+	if fmt.Sprint(asked) != "[vnew vdead]" {
+		t.Fatalf("asked about %v, want only the unreported veths [vnew vdead]", asked)
+	}
+	// Once gone, the veth's endpoint goes, and the hook is asked again only
+	// on the next write naming it.
+	st.LinkRemoved("vnew")
+	if st.Snapshot().Network("n").Endpoint("new") != nil {
+		t.Fatal("endpoint survived its veth's removal")
+	}
+}
+
+// A veth removed while the hook confirms it (the removal event arriving
+// between the check and the update) must not be marked present.
+func TestStoreLinkRemovedDuringConfirm(t *testing.T) {
+	var st *Store
+	st = NewStoreWith(StoreOptions{LinkExists: func(name string) bool {
+		st.LinkRemoved(name) // the veth goes right after the check saw it
+		return true
+	}})
+	st.SyncLinks(map[string]struct{}{})
+	st.Update("a", &Network{Name: "n", Endpoints: []Endpoint{
+		{Name: "c", IPv4: netip.MustParseAddr("10.202.7.2"), HostVeth: "v1", Container: "c"},
+	}})
+	if st.Snapshot().Network("n").Endpoint("c") != nil {
+		t.Fatal("endpoint served though its veth was removed during the check")
+	}
+	st.LinkAdded("v1") // the watcher reports it (again): served
+	if st.Snapshot().Network("n").Endpoint("c") == nil {
+		t.Fatal("endpoint hidden after its veth was reported")
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/netalias/netalias/internal/testenv"
+	"github.com/netalias/netalias/netwatch"
 	"github.com/netalias/netalias/netwatch/docker"
 )
 
@@ -30,7 +31,7 @@ func BenchmarkDockerEventToRecord(b *testing.B) {
 	e.run(b, ctr, img, "sleep", "3600")
 
 	src, sink := startSource(b, "unix:///var/run/docker.sock")
-	src.Logf = func(string, ...any) {}
+	src.Log = netwatch.Discard
 	eventually(b, 10*time.Second, "first sync", src.Synced)
 
 	eventTime := networkEventTimes(b, net)
@@ -195,7 +196,7 @@ func BenchmarkDockerResync(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		src.Logf = func(string, ...any) {}
+		src.Log = netwatch.Discard
 		sink := newRecSink()
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})

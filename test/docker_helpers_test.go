@@ -212,7 +212,7 @@ func startSource(t testing.TB, endpoint string) (*docker.Source, *recSink) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	src.Logf = t.Logf
+	src.Log = netwatch.Printf(t.Logf)
 	sink := newRecSink()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

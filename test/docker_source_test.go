@@ -150,7 +150,7 @@ func TestDockerSourceSocketAbsentAtStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	var logs atomic.Int32
-	src.Logf = func(f string, a ...any) { logs.Add(1); t.Logf(f, a...) }
+	src.Log = netwatch.Printf(func(f string, a ...any) { logs.Add(1); t.Logf(f, a...) })
 	sink := newRecSink()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

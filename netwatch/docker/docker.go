@@ -8,7 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,17 +20,12 @@ import (
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
 
+	"github.com/netalias/netalias/internal/backoff"
 	"github.com/netalias/netalias/netwatch"
 )
 
 // DefaultEndpoint is where Docker listens unless told otherwise.
 const DefaultEndpoint = "unix:///var/run/docker.sock"
-
-// Backoff bounds between reconnection attempts.
-const (
-	minBackoff = 100 * time.Millisecond
-	maxBackoff = 3 * time.Second
-)
 
 // requestTimeout bounds every request but the event stream;
 // watchdogInterval is how often networks are listed again (see session).
@@ -53,9 +47,9 @@ type Source struct {
 	endpoint string
 	cli      *client.Client
 
-	// Logf reports connection changes; defaults to the standard logger in
-	// CoreDNS's format. Set it before Run.
-	Logf func(format string, args ...any)
+	// Log reports connection changes; nil means netwatch.StdLogger. Set it
+	// before Run.
+	Log netwatch.Logger
 
 	synced atomic.Bool
 	stale  atomic.Bool
@@ -63,16 +57,15 @@ type Source struct {
 	netNames map[string]string // network id → name; only Run's goroutine
 }
 
+var _ netwatch.Source = (*Source)(nil)
+
+// NewSource is New, kept for callers written before New returned *Source.
+func NewSource(endpoint string) (*Source, error) { return New(endpoint) }
+
 // New returns a source for the engine at endpoint ("unix:///PATH"; ""
 // means DefaultEndpoint). It does not connect: a missing socket is
 // retried by Run, not an error here.
-func New(endpoint string) (netwatch.Source, error) {
-	return NewSource(endpoint)
-}
-
-// NewSource is New with the concrete type, for callers that want Synced
-// or Stale.
-func NewSource(endpoint string) (*Source, error) {
+func New(endpoint string) (*Source, error) {
 	if endpoint == "" {
 		endpoint = DefaultEndpoint
 	}
@@ -84,10 +77,10 @@ func NewSource(endpoint string) (*Source, error) {
 	if err != nil {
 		return nil, fmt.Errorf("docker endpoint %q: %w", endpoint, err)
 	}
-	return &Source{endpoint: endpoint, cli: cli, Logf: func(f string, a ...any) {
-		log.Printf("[INFO] plugin/netalias: "+f, a...)
-	}}, nil
+	return &Source{endpoint: endpoint, cli: cli}, nil
 }
+
+func (s *Source) log() netwatch.Logger { return netwatch.OrStd(s.Log) }
 
 // Name is unique per endpoint, so two engines can feed one sink.
 func (s *Source) Name() string { return "docker:" + s.endpoint }
@@ -112,7 +105,7 @@ func (s *Source) APIVersion() string {
 // Run publishes into sink until ctx is done, reconnecting with backoff.
 func (s *Source) Run(ctx context.Context, sink netwatch.Sink) error {
 	defer s.cli.Close()
-	backoff := minBackoff
+	var retry backoff.Backoff
 	logged := "" // the failure last logged: a retry failing alike stays quiet
 	for {
 		synced, err := s.session(ctx, sink)
@@ -123,29 +116,26 @@ func (s *Source) Run(ctx context.Context, sink netwatch.Sink) error {
 			err = errors.New("session ended")
 		}
 		if synced {
-			backoff = minBackoff
+			retry.Reset()
 		}
 		if !s.stale.Swap(true) {
 			sink.SetStale(s.Name(), true)
 		}
 		switch msg := err.Error(); {
 		case synced:
-			s.Logf("docker: lost %s, serving last known records, reconnecting: %v", s.endpoint, err)
+			s.log().Warningf("docker: lost %s, serving last known records, reconnecting: %v", s.endpoint, err)
 			logged = msg
 		case msg == logged:
 		case !s.synced.Load():
-			s.Logf("docker: %s not reachable yet, will keep trying: %v", s.endpoint, err)
+			s.log().Warningf("docker: %s not reachable yet, will keep trying: %v", s.endpoint, err)
 			logged = msg
 		default:
-			s.Logf("docker: %s: %v (will keep trying)", s.endpoint, err)
+			s.log().Warningf("docker: %s: %v (will keep trying)", s.endpoint, err)
 			logged = msg
 		}
-		select {
-		case <-ctx.Done():
+		if !retry.Wait(ctx) {
 			return nil
-		case <-time.After(backoff):
 		}
-		backoff = min(backoff*2, maxBackoff)
 	}
 }
 
@@ -172,7 +162,7 @@ func (s *Source) session(ctx context.Context, sink netwatch.Sink) (synced bool, 
 	// to re-inspect: the API stream stays the authority.
 	var nudges <-chan string
 	if s.isPodman(ctx) {
-		nudges = followPodmanLog(ctx, PodmanEventsLog, s.Logf)
+		nudges = followPodmanLog(ctx, PodmanEventsLog, s.log())
 	}
 	m, err := s.resync(ctx)
 	if err != nil {
@@ -182,9 +172,9 @@ func (s *Source) session(ctx context.Context, sink netwatch.Sink) (synced bool, 
 	if first := !s.synced.Swap(true); s.stale.Swap(false) {
 		sink.SetStale(s.Name(), false)
 		if first {
-			s.Logf("docker: connected to %s, synced", s.endpoint)
+			s.log().Infof("docker: connected to %s, synced", s.endpoint)
 		} else {
-			s.Logf("docker: %s reachable again, resynced", s.endpoint)
+			s.log().Infof("docker: %s reachable again, resynced", s.endpoint)
 		}
 	}
 	// The periodic network listing is a liveness check (a frozen daemon

@@ -187,7 +187,7 @@ func TestNetworkRecord(t *testing.T) {
 }
 
 func TestNewEndpoint(t *testing.T) {
-	s, err := NewSource("")
+	s, err := New("")
 	if err != nil {
 		t.Fatal(err)
 	}

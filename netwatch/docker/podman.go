@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 
 	"github.com/fsnotify/fsnotify"
+
+	"github.com/netalias/netalias/netwatch"
 )
 
 // PodmanEventsLog is where a root Podman with the file event logger (the
@@ -20,7 +22,7 @@ var PodmanEventsLog = "/run/libpod/events/events.log"
 // (another host, rootless, journald); the channel closes when ctx ends or
 // the watch fails. Sends never block: a nudge dropped under a burst is
 // still covered by the API's own event.
-func followPodmanLog(ctx context.Context, path string, logf func(string, ...any)) <-chan string {
+func followPodmanLog(ctx context.Context, path string, log netwatch.Logger) <-chan string {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil
@@ -52,7 +54,7 @@ func followPodmanLog(ctx context.Context, path string, logf func(string, ...any)
 				if !ok {
 					return
 				}
-				logf("docker: watching %s: %v", path, err)
+				log.Warningf("docker: watching %s: %v", path, err)
 				return
 			case ev, ok := <-w.Events:
 				if !ok {

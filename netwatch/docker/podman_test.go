@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/netalias/netalias/netwatch"
 )
 
 func TestPodmanLineID(t *testing.T) {
@@ -33,7 +35,7 @@ func TestFollowPodmanLog(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	ch := followPodmanLog(ctx, path, t.Logf)
+	ch := followPodmanLog(ctx, path, netwatch.Printf(t.Logf))
 	if ch == nil {
 		t.Fatal("no channel for an existing file")
 	}
@@ -68,7 +70,7 @@ func TestFollowPodmanLog(t *testing.T) {
 	if got := next(); got != "c3" {
 		t.Fatalf("after truncation %q, want c3", got)
 	}
-	if followPodmanLog(ctx, filepath.Join(t.TempDir(), "absent.log"), t.Logf) != nil {
+	if followPodmanLog(ctx, filepath.Join(t.TempDir(), "absent.log"), netwatch.Printf(t.Logf)) != nil {
 		t.Error("a channel for an absent file")
 	}
 	cancel()

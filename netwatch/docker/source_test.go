@@ -238,11 +238,11 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 func runSource(t *testing.T, f *fakeEngine) (*Source, *memSink) {
-	s, err := NewSource("unix://" + f.sock)
+	s, err := New("unix://" + f.sock)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.Logf = t.Logf
+	s.Log = netwatch.Printf(t.Logf)
 	sink := &memSink{nets: map[string]*netwatch.Network{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -387,7 +387,7 @@ func BenchmarkResync(b *testing.B) {
 		id := fmt.Sprintf("%064x", i+1)
 		f.ctrs[id] = ctrJSON(id, fmt.Sprintf("c%d", i), fmt.Sprintf("net%d", i%5), fmt.Sprintf("10.9.%d.%d", i%5, i/5+2), "")
 	}
-	s, err := NewSource("unix://" + f.sock)
+	s, err := New("unix://" + f.sock)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -3,7 +3,6 @@ package netalias
 import (
 	"context"
 	"strconv"
-	"strings"
 	"sync"
 
 	"github.com/coredns/caddy"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/netalias/netalias/netwatch"
 	"github.com/netalias/netalias/netwatch/docker"
+	"github.com/netalias/netalias/netwatch/links"
 	"github.com/netalias/netalias/state"
 )
 
@@ -114,7 +114,7 @@ func setup(c *caddy.Controller) error {
 	var sources []netwatch.Source
 	if cfg.stateDir != "" {
 		sd := netwatch.NewStateDir(cfg.stateDir)
-		sd.Logf = logf
+		sd.Log = log
 		sources = append(sources, sd)
 	}
 	for _, ep := range cfg.docker {
@@ -122,37 +122,40 @@ func setup(c *caddy.Controller) error {
 		if err != nil {
 			return plugin.Error(pluginName, err)
 		}
-		if d, ok := src.(*docker.Source); ok {
-			d.Logf = logf
-		}
+		src.Log = log
 		sources = append(sources, src)
 	}
 	names := make([]string, len(sources))
 	for i, s := range sources {
 		names[i] = s.Name()
 	}
-	st := netwatch.NewStore(names...)
-	st.OnChange = func(s *netwatch.Snapshot, source string) {
-		n, e, r := s.Counts()
-		networksGauge.Set(float64(n))
-		endpointsGauge.Set(float64(e))
-		recordsGauge.Set(float64(r))
-		updatesTotal.WithLabelValues(source).Inc()
+	opts := netwatch.StoreOptions{
+		Expected: names,
+		OnChange: func(s *netwatch.Snapshot, source string) {
+			n, e, r := s.Counts()
+			networksGauge.Set(float64(n))
+			endpointsGauge.Set(float64(e))
+			recordsGauge.Set(float64(r))
+			updatesTotal.WithLabelValues(source).Inc()
+		},
+		OnStale: func(source string, stale bool) {
+			v := 0.0
+			if stale {
+				v = 1
+			}
+			staleGauge.WithLabelValues(source).Set(v)
+		},
 	}
-	st.OnStale = func(source string, stale bool) {
-		v := 0.0
-		if stale {
-			v = 1
-		}
-		staleGauge.WithLabelValues(source).Set(v)
+	if cfg.netlink {
+		opts.LinkExists = links.Exists
 	}
+	st := netwatch.NewStoreWith(opts)
 	for _, n := range names {
 		staleGauge.WithLabelValues(n).Set(0)
 	}
-	var links *netwatch.Links
+	var lw *links.Watcher
 	if cfg.netlink {
-		links = netwatch.NewLinks(st)
-		links.Logf = logf
+		lw = links.New(st, log)
 	}
 
 	h := &Netalias{Zones: cfg.zones, TTL: cfg.ttl, Store: st, Clients: cfg.clients, m: &answerCounters{}, gated: true}
@@ -177,8 +180,8 @@ func setup(c *caddy.Controller) error {
 				}
 			}()
 		}
-		if links != nil {
-			go links.Run(ctx)
+		if lw != nil {
+			go lw.Run(ctx)
 		}
 		return nil
 	})
@@ -203,20 +206,4 @@ func setup(c *caddy.Controller) error {
 		return h
 	})
 	return nil
-}
-
-func logf(format string, args ...any) {
-	msg := format
-	for _, p := range []string{"[WARNING] plugin/netalias: ", "[ERROR] plugin/netalias: "} {
-		if strings.HasPrefix(msg, p) {
-			msg = strings.TrimPrefix(msg, p)
-			if strings.HasPrefix(p, "[ERROR]") {
-				log.Errorf(msg, args...)
-			} else {
-				log.Warningf(msg, args...)
-			}
-			return
-		}
-	}
-	log.Infof(msg, args...)
 }

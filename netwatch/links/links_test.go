@@ -1,4 +1,4 @@
-package netwatch
+package links
 
 import (
 	"context"
@@ -7,10 +7,12 @@ import (
 	"net"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
 
 	"github.com/netalias/netalias/internal/testenv"
+	"github.com/netalias/netalias/netwatch"
 )
 
 func rnd() string {
@@ -23,12 +25,12 @@ func rnd() string {
 // an address added to the host makes its queries "the host".
 func TestLinksWatch(t *testing.T) {
 	testenv.RequireRoot(t)
-	st := NewStore("state")
-	l := NewLinks(st)
-	l.Logf = t.Logf
+	st := netwatch.NewStoreWith(netwatch.StoreOptions{Expected: []string{"state"}, LinkExists: Exists})
+	l := New(st, netwatch.Printf(t.Logf))
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go l.Run(ctx)
+	done := make(chan struct{})
+	go func() { l.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
 
 	name := "ndnv" + rnd()
 	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name}, PeerName: name + "p"}
@@ -40,7 +42,7 @@ func TestLinksWatch(t *testing.T) {
 			netlink.LinkDel(lk)
 		}
 	})
-	st.Replace("state", []*Network{{Name: "n", Subnet: netip.MustParsePrefix("10.202.6.0/24"), Endpoints: []Endpoint{
+	st.Replace("state", []*netwatch.Network{{Name: "n", Subnet: netip.MustParsePrefix("10.202.6.0/24"), Endpoints: []netwatch.Endpoint{
 		{Name: "a", IPv4: netip.MustParseAddr("10.202.6.2"), HostVeth: name, Container: "a"},
 		{Name: "b", IPv4: netip.MustParseAddr("10.202.6.3"), Container: "b"},
 	}}})
@@ -65,4 +67,27 @@ func TestLinksWatch(t *testing.T) {
 	if got := addrOf(st, "n", "b"); got != "10.202.6.3" {
 		t.Fatalf("endpoint b (no veth) = %s", got)
 	}
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 5s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func addrOf(st *netwatch.Store, network, name string) string {
+	n := st.Snapshot().Network(network)
+	if n == nil {
+		return "<no network>"
+	}
+	rs := n.Lookup(name)
+	if rs == nil || len(rs.V4) == 0 {
+		return "<no name>"
+	}
+	return rs.V4[0].String()
 }
