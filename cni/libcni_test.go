@@ -256,11 +256,17 @@ func TestAddFailures(t *testing.T) {
 	}{
 		{"no free address", fakeNet{Subnet: "10.88.7.0/24", Status: "full"}, nil, CodeNoFreeAddress, "no free address"},
 		{"static address taken", fakeNet{Subnet: "10.88.7.0/24", Attachments: []fakeAtt{{Key: Key{"x", "eth0"}, Name: "x", IPv4: "10.88.7.9"}}},
-			func(e *cniEnv) *libcni.RuntimeConf { return e.rt("c1", "eth0", e.netns("ns"), [2]string{"IP", "10.88.7.9"}) }, CodeAddressInUse, "10.88.7.9"},
+			func(e *cniEnv) *libcni.RuntimeConf {
+				return e.rt("c1", "eth0", e.netns("ns"), [2]string{"IP", "10.88.7.9"})
+			}, CodeAddressInUse, "10.88.7.9"},
 		{"static address outside", fakeNet{Subnet: "10.88.7.0/24"},
-			func(e *cniEnv) *libcni.RuntimeConf { return e.rt("c1", "eth0", e.netns("ns"), [2]string{"IP", "10.99.0.9"}) }, 7, "outside"},
+			func(e *cniEnv) *libcni.RuntimeConf {
+				return e.rt("c1", "eth0", e.netns("ns"), [2]string{"IP", "10.99.0.9"})
+			}, 7, "outside"},
 		{"IPv6 on a v4 network", fakeNet{Subnet: "10.88.7.0/24"},
-			func(e *cniEnv) *libcni.RuntimeConf { return e.rt("c1", "eth0", e.netns("ns"), [2]string{"IP", "fd00::9"}) }, 7, "no IPv6 subnet"},
+			func(e *cniEnv) *libcni.RuntimeConf {
+				return e.rt("c1", "eth0", e.netns("ns"), [2]string{"IP", "fd00::9"})
+			}, 7, "no IPv6 subnet"},
 		{"state directory read-only", fakeNet{Subnet: "10.88.7.0/24", Status: "io"}, nil, 5, "read-only"},
 	}
 	for _, c := range cases {
