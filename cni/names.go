@@ -13,14 +13,14 @@ import (
 // label, else the short container ID. A runtime's name that is no DNS
 // label (Podman allows "_" and ".") costs a warning, never the ADD.
 func endpointName(podName, containerID string, warn func(string, ...any)) string {
-	if podName != "" {
-		if err := names.Label("endpoint name", podName); err == nil {
-			return podName
-		} else {
-			warn("K8S_POD_NAME %q is not a DNS label, using the short container ID %q instead: %v", podName, shortID(containerID), err)
-		}
+	if podName == "" {
+		return shortID(containerID)
 	}
-	return shortID(containerID)
+	if err := names.Label("endpoint name", podName); err != nil {
+		warn("K8S_POD_NAME %q is not a DNS label, using the short container ID %q instead: %v", podName, shortID(containerID), err)
+		return shortID(containerID)
+	}
+	return podName
 }
 
 // shortID is the first 12 characters of the container ID, as Docker and
