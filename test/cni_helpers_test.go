@@ -414,3 +414,98 @@ func TestCNIPodmanNames(t *testing.T) {
 		}
 	}
 }
+
+var (
+	cniFakeOnce sync.Once
+	cniFakeErr  error
+)
+
+// cniFakePluginDir returns a CNI_PATH directory whose "netalias" is the
+// cni package's test binary: run under that name it is the real plugin
+// (cni.Main) over the package's fake backend, which keeps its networks
+// and records every call in STATEDIR/fake.json (see cni/fake_test.go).
+// It lets a real runtime drive the protocol layer before the agent's
+// backend exists.
+func cniFakePluginDir(t testing.TB) string {
+	t.Helper()
+	bin := filepath.Join(binDir, "cni-fake.test")
+	cniFakeOnce.Do(func() {
+		cmd := exec.Command("go", "test", "-c", "-o", bin, "./cni")
+		cmd.Dir = ".."
+		if b, err := cmd.CombinedOutput(); err != nil {
+			cniFakeErr = fmt.Errorf("go test -c ./cni: %v\n%s", err, b)
+		}
+	})
+	if cniFakeErr != nil {
+		t.Fatal(cniFakeErr)
+	}
+	d := t.TempDir()
+	if err := os.Symlink(bin, filepath.Join(d, "netalias")); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// cniFakeCall is one call the fake backend recorded (the subset of
+// cni/fake_test.go's fakeCall read here).
+type cniFakeCall struct {
+	Op  string `json:"op"`
+	Add *struct {
+		CNINetwork, ContainerID, IfName, Netns, Name, IPv4 string
+		Aliases                                            []string
+		MAC                                                []byte
+	} `json:"add"`
+	Key *struct{ ContainerID, IfName string } `json:"key"`
+}
+
+// TestCNIPodmanDrivesPlugin: Podman 4.3 on its CNI backend runs a
+// container on a generated netalias conflist. The plugin is the real
+// protocol layer over the fake backend, so this checks what Podman sends
+// (K8S_POD_NAME, its aliases map keyed by the CNI network name, IP= and
+// MAC= arguments, the netns) and that it takes our Result: the
+// container's resolv.conf has the gateway as first nameserver and the
+// network as search domain. DEL comes with the same key on removal.
+func TestCNIPodmanDrivesPlugin(t *testing.T) {
+	dir := cniFakePluginDir(t)
+	p := newPodmanCNI(t, dir)
+	stateDir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(stateDir, "fake.json"), []byte(`{"networks":{"testnet":{"subnet":"10.88.7.0/24","mtu":1400}}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	confs := cniConfDir{dir: p.netDir}
+	confs.netalias(t, "pod_net.1", stateDir, "testnet", "")
+	img := p.busybox()
+	out := p.must("run", "--rm", "--name", "web1", "--network", "pod_net.1", "--network-alias", "api",
+		"--ip", "10.88.7.33", "--mac-address", "02:aa:bb:cc:dd:ee", img, "cat", "/etc/resolv.conf")
+	var ns []string
+	for _, l := range strings.Split(out, "\n") {
+		if f := strings.Fields(l); len(f) == 2 && f[0] == "nameserver" {
+			ns = append(ns, f[1])
+		}
+	}
+	if !strings.Contains(out, "search testnet") || len(ns) == 0 || ns[0] != "10.88.7.1" {
+		t.Errorf("container resolv.conf does not use the Result's dns (nameserver 10.88.7.1 first, search testnet):\n%s", out)
+	}
+	b, err := os.ReadFile(filepath.Join(stateDir, "fake.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st struct{ Calls []cniFakeCall }
+	if err := json.Unmarshal(b, &st); err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Calls) != 2 || st.Calls[0].Op != "ADD" || st.Calls[1].Op != "DEL" {
+		t.Fatalf("backend calls %s, want ADD then DEL", b)
+	}
+	add, del := st.Calls[0].Add, st.Calls[1].Key
+	if add.Name != "web1" || add.CNINetwork != "pod_net.1" || add.IfName != "eth0" || add.IPv4 != "10.88.7.33" ||
+		!slices.Contains(add.Aliases, "api") || !strings.HasPrefix(add.Netns, "/run/netns/") {
+		t.Errorf("ADD from Podman: %+v", add)
+	}
+	if mac := fmt.Sprintf("%x", add.MAC); mac != "02aabbccddee" {
+		t.Errorf("MAC from Podman: %s, want 02aabbccddee", mac)
+	}
+	if del.ContainerID != add.ContainerID || del.IfName != "eth0" {
+		t.Errorf("DEL key %+v, ADD key %s/%s", del, add.ContainerID, add.IfName)
+	}
+}
