@@ -201,6 +201,10 @@ func (c cniConfDir) cnitool(t testing.TB, cacheDir, cmd, name, netnsPath string,
 	if r.IfName == "" {
 		r.IfName = "eth0"
 	}
+	if _, err := os.Stat("/var/lib/cni"); err != nil {
+		// The bind mount needs a mount point: one this test made goes.
+		t.Cleanup(func() { os.Remove("/var/lib/cni") })
+	}
 	script := `mkdir -p /var/lib/cni && mount --bind "$CNI_TEST_CACHE" /var/lib/cni && exec "$@"`
 	x := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", cnitoolPath(t), cmd, name, netnsPath)
 	x.Env = append(os.Environ(), "CNI_TEST_CACHE="+cacheDir, "NETCONFPATH="+c.dir, "CNI_PATH="+c.cniPath, "CNI_IFNAME="+r.IfName)
@@ -507,5 +511,64 @@ func TestCNIPodmanDrivesPlugin(t *testing.T) {
 	}
 	if del.ContainerID != add.ContainerID || del.IfName != "eth0" {
 		t.Errorf("DEL key %+v, ADD key %s/%s", del, add.ContainerID, add.IfName)
+	}
+}
+
+// TestCNIToolDrivesPlugin: cnitool v1.3.0 (the CNI project's own runtime)
+// drives the protocol layer over the fake backend through add, check,
+// del, status and gc, with its cache kept private; it also checks the
+// cnitool harness that TestCNIToolLifecycle uses.
+func TestCNIToolDrivesPlugin(t *testing.T) {
+	testenv.RequireRoot(t) // the private mount namespace for cnitool's cache
+	dir := cniFakePluginDir(t)
+	stateDir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(stateDir, "fake.json"), []byte(`{"networks":{"testnet":{"subnet":"10.88.9.0/24"}}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	confs := newCNIConfDir(t, dir)
+	confs.netalias(t, "testnet", stateDir, "testnet", "1.1.0")
+	netns := filepath.Join(t.TempDir(), "ns") // the fake backend only records it
+	if err := os.WriteFile(netns, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cache := t.TempDir()
+	out, stderr, err := confs.cnitool(t, cache, "add", "testnet", netns, cnitoolRun{Args: "K8S_POD_NAME=web_1", CapArgs: `{"aliases":["db"]}`})
+	if err != nil {
+		t.Fatalf("cnitool add: %v\n%s%s", err, out, stderr)
+	}
+	var res struct {
+		CNIVersion string `json:"cniVersion"`
+		IPs        []struct{ Address string }
+	}
+	if err := json.Unmarshal([]byte(out), &res); err != nil || res.CNIVersion != "1.1.0" || len(res.IPs) != 1 || res.IPs[0].Address != "10.88.9.2/24" {
+		t.Errorf("cnitool add printed %q (%v)", out, err)
+	}
+	if !strings.Contains(stderr, `netalias: warning: K8S_POD_NAME "web_1"`) {
+		t.Errorf("no warning about the invalid name on stderr: %q", stderr)
+	}
+	for _, cmd := range []string{"check", "status", "del", "del", "gc"} {
+		if out, stderr, err := confs.cnitool(t, cache, cmd, "testnet", netns, cnitoolRun{}); err != nil {
+			t.Errorf("cnitool %s: %v\n%s%s", cmd, err, out, stderr)
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(stateDir, "fake.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st struct{ Calls []cniFakeCall }
+	if err := json.Unmarshal(b, &st); err != nil {
+		t.Fatal(err)
+	}
+	var ops []string
+	for _, c := range st.Calls {
+		ops = append(ops, c.Op)
+	}
+	// cnitool's gc passes no valid list: libcni DELs nothing left in its
+	// cache, then the plugin's GC runs.
+	if want := "ADD CHECK STATUS DEL DEL GC"; strings.Join(ops, " ") != want {
+		t.Errorf("backend calls %v, want %s", ops, want)
+	}
+	if entries, _ := os.ReadDir(filepath.Join(cache, "results")); len(entries) != 0 {
+		t.Errorf("cnitool's cache keeps %d results after del", len(entries))
 	}
 }
