@@ -59,7 +59,8 @@ func toCNIError(cmd string, err error) error {
 	case errors.Is(err, ErrExists), errors.Is(err, ErrNameInUse):
 		code = CodeExists
 	case errors.Is(err, ErrNetns):
-		code = types.ErrInvalidEnvironmentVariables
+		// The spec wants code 4's message to name the variable.
+		code, msg = types.ErrInvalidEnvironmentVariables, "CNI_NETNS: "+msg
 	case errors.Is(err, ErrNotAttached):
 		code = types.ErrUnknownContainer
 	case errors.Is(err, ErrDamaged):

@@ -158,6 +158,9 @@ func TestErrorMapping(t *testing.T) {
 			t.Errorf("%s %v: code %d, want %d", c.cmd, c.err, got, c.code)
 		}
 	}
+	if err := toCNIError("ADD", fmt.Errorf("open /run/netns/x: %w", ErrNetns)); !strings.HasPrefix(err.Error(), "CNI_NETNS: ") {
+		t.Errorf("code 4 message %q does not name CNI_NETNS", err)
+	}
 	if toCNIError("ADD", nil) != nil {
 		t.Error("toCNIError(nil) is not a nil error")
 	}
