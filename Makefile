@@ -11,7 +11,8 @@ STATICCHECK_VERSION := v0.8.2
 # Debian packages the demo and the tests use (the kernel tools, a resolver
 # client, the reference systems the tests and benchmarks compare against).
 APT_PACKAGES := iproute2 nftables iptables dnsutils iputils-ping jq \
-	podman netavark aardvark-dns runc busybox-static dnsperf
+	podman netavark aardvark-dns runc busybox-static dnsperf \
+	containernetworking-plugins
 INTEGRATION_TIMEOUT ?= 25m
 
 .PHONY: all build deps apt-deps go-deps demo test vet lint unit integration image bench clean
