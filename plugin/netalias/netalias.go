@@ -7,12 +7,10 @@ import (
 	"context"
 	"net"
 	"net/netip"
-	"reflect"
 	"strings"
 	"sync/atomic"
 
 	"github.com/coredns/coredns/plugin"
-	"github.com/coredns/coredns/plugin/cache"
 	"github.com/coredns/coredns/plugin/pkg/dnsutil"
 	"github.com/coredns/coredns/plugin/pkg/fall"
 	"github.com/miekg/dns"
@@ -31,8 +29,6 @@ type Netalias struct {
 	// gated is set when the clients check runs in front of the whole
 	// chain (see gate.go), so the handler need not repeat it.
 	gated bool
-	// bypassCache is set when the cache plugin runs before us.
-	bypassCache bool
 
 	m *answerCounters
 
@@ -265,7 +261,7 @@ func (h *Netalias) ptr(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, sn
 	rep.rr[0] = &rep.rec
 	rep.m.Answer = rep.rr[:]
 	h.m.get(ctx).success.Inc()
-	h.writeUncached(w, &rep.m)
+	w.WriteMsg(&rep.m)
 	return dns.RcodeSuccess, nil
 }
 
@@ -291,7 +287,7 @@ func (h *Netalias) write(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, 
 	case len(v4)+len(v6) == 0:
 		m = h.negative(r, snap, n, zone)
 		c.nodata.Inc()
-		h.writeUncached(w, m)
+		w.WriteMsg(m)
 		return dns.RcodeSuccess, nil
 	case len(v4) == 1 && len(v6) == 0:
 		m = oneA(r, hdr, v4[0])
@@ -301,7 +297,7 @@ func (h *Netalias) write(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, 
 		m = h.many(r, hdr, v4, v6)
 	}
 	c.success.Inc()
-	h.writeUncached(w, m)
+	w.WriteMsg(m)
 	return dns.RcodeSuccess, nil
 }
 
@@ -410,7 +406,7 @@ func (h *Netalias) nxdomain(ctx context.Context, w dns.ResponseWriter, r *dns.Ms
 	m := h.negative(r, snap, n, zone)
 	m.Rcode = dns.RcodeNameError
 	h.m.get(ctx).nxdomain.Inc()
-	h.writeUncached(w, m)
+	w.WriteMsg(m)
 	return dns.RcodeSuccess, nil
 }
 
@@ -437,40 +433,6 @@ func (h *Netalias) soaInto(soa *dns.SOA, snap *netwatch.Snapshot, n *netwatch.Ne
 		Expire:  86400,
 		Minttl:  h.TTL,
 	}
-}
-
-// writeUncached writes m past the cache plugin, when it sits before us:
-// its key ignores the client's address, and our answers depend on it
-// (scoping, bare names); they also change at once, which a cached copy would
-// not. CoreDNS wraps the writer between plugins in an unexported type, so
-// the cache's writer is found by following embedded ResponseWriter fields.
-func (h *Netalias) writeUncached(w dns.ResponseWriter, m *dns.Msg) {
-	if h.bypassCache {
-		for i, x := 0, w; i < 8 && x != nil; i++ {
-			if cw, ok := x.(*cache.ResponseWriter); ok {
-				if cw.ResponseWriter == nil {
-					return // a prefetch: no client is waiting
-				}
-				w = cw.ResponseWriter
-				break
-			}
-			x = embeddedWriter(x)
-		}
-	}
-	w.WriteMsg(m)
-}
-
-func embeddedWriter(w dns.ResponseWriter) dns.ResponseWriter {
-	v := reflect.ValueOf(w)
-	if v.Kind() != reflect.Pointer || v.IsNil() || v.Elem().Kind() != reflect.Struct {
-		return nil
-	}
-	f := v.Elem().FieldByName("ResponseWriter")
-	if !f.IsValid() || !f.CanInterface() {
-		return nil
-	}
-	inner, _ := f.Interface().(dns.ResponseWriter)
-	return inner
 }
 
 // parseReverse is netip.ParseAddr(dnsutil.ExtractAddressFromReverse(qname))

@@ -167,7 +167,6 @@ func setup(c *caddy.Controller) error {
 	c.OnStartup(func() error {
 		mu.Lock()
 		defer mu.Unlock()
-		h.bypassCache = dnsserver.GetConfig(c).Handler("cache") != nil
 		ctx, cf := context.WithCancel(context.Background())
 		cancel = cf
 		for _, s := range sources {
