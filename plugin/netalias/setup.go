@@ -155,7 +155,7 @@ func setup(c *caddy.Controller) error {
 		links.Logf = logf
 	}
 
-	h := &Netalias{Zones: cfg.zones, TTL: cfg.ttl, Store: st, Clients: cfg.clients, m: &answerCounters{}, gated: true}
+	h := &Netalias{Zones: cfg.zones, TTL: cfg.ttl, Store: st, Clients: cfg.clients, m: &answerCounters{}}
 	if cfg.fall.set {
 		h.Fall.SetZonesFromArgs(cfg.fall.zones)
 	}
