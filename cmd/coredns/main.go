@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/coredns/caddy"
 	"github.com/coredns/coredns/coremain"
 
 	// Curated standard plugins (see plugins.md).
@@ -36,6 +37,7 @@ import (
 	_ "github.com/coredns/coredns/plugin/template"
 	_ "github.com/coredns/coredns/plugin/whoami"
 
+	"github.com/netalias/netalias/internal/version"
 	"github.com/netalias/netalias/plugin/netalias"
 )
 
@@ -45,5 +47,8 @@ func main() {
 		fmt.Fprintln(os.Stderr, "coredns:", err)
 		os.Exit(1)
 	}
+	// -version (and the start-up banner) prints "AppName-AppVersion" and a
+	// newline: a second line names the netalias version built in.
+	caddy.AppVersion = coremain.CoreVersion + "\nnetalias-" + version.String()
 	coremain.Run()
 }
