@@ -13,6 +13,7 @@ import (
 	_ "github.com/coredns/coredns/plugin/bind"
 	_ "github.com/coredns/coredns/plugin/cache"
 	_ "github.com/coredns/coredns/plugin/forward"
+	_ "github.com/coredns/coredns/plugin/rewrite"
 	"github.com/coredns/coredns/plugin/test"
 	"github.com/miekg/dns"
 
@@ -269,5 +270,16 @@ func TestServerBeforeCache(t *testing.T) {
 	answers("x.newnet.", "10.202.5.2")
 	if got := ext(); got != first || up.queries.Load() != asked {
 		t.Fatalf("forwarded answer after the change: %s (was %s), upstream asked %d times (was %d)", got, first, up.queries.Load(), asked)
+	}
+}
+
+// rewrite still runs before netalias (the README's chain): a name it
+// renames into a netalias name is answered, under the name asked.
+func TestServerRewriteBeforeNetalias(t *testing.T) {
+	addr, _ := startChain(t, "", "rewrite name exact db.example. e0.big.", bigNetwork(1))
+	waitAnswer(t, addr, "e0.big.", 1)
+	r := exchange(t, "udp", addr, "db.example.", dns.TypeA)
+	if len(r.Answer) != 1 || r.Answer[0].Header().Name != "db.example." || r.Answer[0].(*dns.A).A.String() != "10.202.4.2" {
+		t.Fatalf("db.example. rewritten to e0.big.: %v", r)
 	}
 }
