@@ -13,7 +13,12 @@
 #   aardvark          aardvark-dns serving a Podman network (runc, busybox)
 #   hosts             CoreDNS's hosts plugin serving the same names from a file
 #   bare_miekg        a bare miekg/dns server answering one fixed record
-#   netalias_full     our coredns with errors, prometheus and cache around it
+#   netalias_deployed our coredns with the chain people deploy (as in
+#                     Corefile.example): errors, prometheus, netalias, cache,
+#                     forward (to bare_miekg) and loop
+#   netalias_ep       our coredns with errors and prometheus only: what the
+#                     deployed chain costs before cache and forward, which
+#                     netalias answers never reach (it runs before cache)
 # Each line: QPS, server CPU time per answered query (/proc/PID/stat, steadier
 # than QPS on shared machines) and mean latency; the summary gives medians of
 # per-round ratios. Then change-to-answer latency (state file written →
@@ -76,7 +81,8 @@ CLIENT_NS=ndn-$SUF-c0
 
 # The CoreDNS servers under comparison run the lookup plugin alone (as the
 # issue's "trivial plugin" reference); netalias keeps its own metrics and
-# scoping. netalias_full adds errors, prometheus and cache, as deployed.
+# scoping. netalias_deployed is the deployed chain (Corefile.example without
+# health, ready and reload, which add listeners, not work per query).
 cat > "$W/Corefile.netalias" <<EOC
 .:53 {
     bind 127.0.5.1 $GW
@@ -85,12 +91,24 @@ cat > "$W/Corefile.netalias" <<EOC
     }
 }
 EOC
-cat > "$W/Corefile.full" <<EOC
+cat > "$W/Corefile.deployed" <<EOC
 .:53 {
     bind 127.0.5.5
     errors
     prometheus 127.0.5.5:9153
+    netalias {
+        state $STATE
+    }
     cache 30
+    forward . 127.0.5.3:53
+    loop
+}
+EOC
+cat > "$W/Corefile.ep" <<EOC
+.:53 {
+    bind 127.0.5.6
+    errors
+    prometheus 127.0.5.6:9153
     netalias {
         state $STATE
     }
@@ -122,7 +140,8 @@ start() { # name cmd...: start a server in the background, remember its pid
     eval "PID_$name=$!"
 }
 start netalias "$W/coredns" -conf "$W/Corefile.netalias"
-start full "$W/coredns" -conf "$W/Corefile.full"
+start deployed "$W/coredns" -conf "$W/Corefile.deployed"
+start ep "$W/coredns" -conf "$W/Corefile.ep"
 start hosts "$W/coredns" -conf "$W/Corefile.hosts"
 start large "$W/coredns" -conf "$W/Corefile.large"
 start bare "$W/dnsb" bare 127.0.5.3:53
@@ -152,6 +171,7 @@ wait_answer 127.0.5.2 c1.benchnet
 wait_answer 127.0.5.3 c1.benchnet
 wait_answer 127.0.5.4 c99.net99
 wait_answer 127.0.5.5 c1.benchnet
+wait_answer 127.0.5.6 c1.benchnet
 wait_answer $AGW "$PODCTR.dns.podman"
 PID_aardvark=$(pgrep -o -x aardvark-dns)
 [ -n "$(ip netns exec "$CLIENT_NS" dig +short @$GW c1)" ] || { echo "bench/dns.sh: bare name from the namespace failed" >&2; exit 1; }
@@ -186,7 +206,8 @@ for r in $(seq 1 "$ROUNDS"); do
     run "$r" netalias_bare_ns "$PID_netalias" $GW "$W/q-bare" "$CLIENT_NS" | tee -a "$RES"
     run "$r" netalias_qual_ns "$PID_netalias" $GW "$W/q-nsq" "$CLIENT_NS" | tee -a "$RES"
     run "$r" netalias_10k "$PID_large" 127.0.5.4 "$W/q-large" | tee -a "$RES"
-    run "$r" netalias_full "$PID_full" 127.0.5.5 "$W/q-host" | tee -a "$RES"
+    run "$r" netalias_deployed "$PID_deployed" 127.0.5.5 "$W/q-host" | tee -a "$RES"
+    run "$r" netalias_ep "$PID_ep" 127.0.5.6 "$W/q-host" | tee -a "$RES"
 done
 echo
 "$W/dnsb" summary "$RES"

@@ -2,6 +2,7 @@ package test
 
 import (
 	"context"
+	"debug/buildinfo"
 	"os"
 	"os/exec"
 	"strings"
@@ -51,3 +52,39 @@ func TestDNSBadCorefile(t *testing.T) {
 }
 
 func writeFile(p, s string) error { return os.WriteFile(p, []byte(s), 0o644) }
+
+// coredns -version names CoreDNS's version and, on a line of its own, the
+// netalias version it was built with (the revision it was built from).
+func TestDNSBuildVersion(t *testing.T) {
+	bin := binary(t, "coredns")
+	out, err := exec.Command(bin, "-version").CombinedOutput()
+	if err != nil {
+		t.Fatalf("coredns -version: %v\n%s", err, out)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if len(lines) < 3 || !strings.HasPrefix(lines[0], "CoreDNS-") {
+		t.Fatalf("coredns -version: want CoreDNS-VERSION, netalias-VERSION and the platform line, got:\n%s", out)
+	}
+	v, ok := strings.CutPrefix(lines[1], "netalias-")
+	if !ok || v == "" || strings.ContainsAny(v, " \t") {
+		t.Fatalf("coredns -version: second line %q, want netalias-VERSION", lines[1])
+	}
+	bi, err := buildinfo.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// binary builds without -X, so the version comes from the build info:
+	// the revision when stamped, else the module version, else "dev".
+	want := "dev"
+	if bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		want = bi.Main.Version
+	}
+	for _, s := range bi.Settings {
+		if s.Key == "vcs.revision" {
+			want = s.Value[:min(12, len(s.Value))]
+		}
+	}
+	if !strings.Contains(v, want) {
+		t.Errorf("coredns -version says netalias-%s, want the version it was built as (%s)", v, want)
+	}
+}

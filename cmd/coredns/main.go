@@ -7,9 +7,8 @@ package main
 import (
 	"fmt"
 	"os"
-	"slices"
 
-	"github.com/coredns/coredns/core/dnsserver"
+	"github.com/coredns/caddy"
 	"github.com/coredns/coredns/coremain"
 
 	// Curated standard plugins (see plugins.md).
@@ -38,25 +37,18 @@ import (
 	_ "github.com/coredns/coredns/plugin/template"
 	_ "github.com/coredns/coredns/plugin/whoami"
 
-	_ "github.com/netalias/netalias/plugin/netalias"
+	"github.com/netalias/netalias/internal/version"
+	"github.com/netalias/netalias/plugin/netalias"
 )
 
 func main() {
-	if err := insertDirective("netalias", "hosts"); err != nil {
+	// netalias runs just before cache (see netalias.Before and plugins.md).
+	if err := netalias.InsertDirective(); err != nil {
 		fmt.Fprintln(os.Stderr, "coredns:", err)
 		os.Exit(1)
 	}
+	// -version (and the start-up banner) prints "AppName-AppVersion" and a
+	// newline: a second line names the netalias version built in.
+	caddy.AppVersion = coremain.CoreVersion + "\nnetalias-" + version.String()
 	coremain.Run()
-}
-
-// insertDirective puts name just before the directive before: the position
-// in the list is the position in the request chain (after cache, before
-// hosts and forward, so names we do not own still reach the internet).
-func insertDirective(name, before string) error {
-	d := slices.Clone(dnsserver.Directives)
-	i := slices.Index(d, before)
-	if i < 0 {
-		return fmt.Errorf("directive %q not found", before)
-	}
-	return dnsserver.SetDirectives(slices.Insert(d, i, name))
 }

@@ -7,13 +7,10 @@ import (
 	"context"
 	"net"
 	"net/netip"
-	"reflect"
 	"strings"
 	"sync/atomic"
 
 	"github.com/coredns/coredns/plugin"
-	"github.com/coredns/coredns/plugin/cache"
-	"github.com/coredns/coredns/plugin/pkg/dnsutil"
 	"github.com/coredns/coredns/plugin/pkg/fall"
 	"github.com/miekg/dns"
 
@@ -22,17 +19,14 @@ import (
 
 // Netalias is the plugin handler.
 type Netalias struct {
-	Next    plugin.Handler
-	Zones   []string
-	TTL     uint32
-	Fall    fall.F
-	Store   *netwatch.Store
+	Next  plugin.Handler
+	Zones []string
+	TTL   uint32
+	Fall  fall.F
+	Store *netwatch.Store
+	// Clients is checked by the gate in front of the whole chain (gate.go),
+	// not by ServeDNS.
 	Clients Clients
-	// gated is set when the clients check runs in front of the whole
-	// chain (see gate.go), so the handler need not repeat it.
-	gated bool
-	// bypassCache is set when the cache plugin runs before us.
-	bypassCache bool
 
 	m *answerCounters
 
@@ -110,10 +104,6 @@ func (h *Netalias) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Ms
 	}
 	src := remoteAddr(w)
 	snap := h.Store.Snapshot()
-	if !h.gated && !h.Clients.Allowed(h.Store, snap, src) {
-		h.m.get(ctx).refused.Inc()
-		return dns.RcodeRefused, nil
-	}
 	q := r.Question[0]
 	if q.Qclass != dns.ClassINET && q.Qclass != dns.ClassANY {
 		return h.next(ctx, w, r)
@@ -265,287 +255,11 @@ func (h *Netalias) ptr(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, sn
 	rep.rr[0] = &rep.rec
 	rep.m.Answer = rep.rr[:]
 	h.m.get(ctx).success.Inc()
-	h.writeUncached(w, &rep.m)
-	return dns.RcodeSuccess, nil
-}
-
-// write answers from rs (nil: the name exists without addresses), or NODATA
-// when rs has nothing of the asked type.
-func (h *Netalias) write(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, snap *netwatch.Snapshot, n *netwatch.NetView, zone string, rs *netwatch.RRSet) (int, error) {
-	q := r.Question[0]
-	var v4, v6 []net.IP
-	if rs != nil {
-		switch q.Qtype {
-		case dns.TypeA:
-			v4 = rs.V4
-		case dns.TypeAAAA:
-			v6 = rs.V6
-		case dns.TypeANY:
-			v4, v6 = rs.V4, rs.V6
-		}
-	}
-	c := h.m.get(ctx)
-	hdr := dns.RR_Header{Name: q.Name, Class: dns.ClassINET, Ttl: h.TTL}
-	var m *dns.Msg
-	switch {
-	case len(v4)+len(v6) == 0:
-		m = h.negative(r, snap, n, zone)
-		c.nodata.Inc()
-		h.writeUncached(w, m)
-		return dns.RcodeSuccess, nil
-	case len(v4) == 1 && len(v6) == 0:
-		m = oneA(r, hdr, v4[0])
-	case len(v4) == 0 && len(v6) == 1:
-		m = oneAAAA(r, hdr, v6[0])
-	default:
-		m = h.many(r, hdr, v4, v6)
-	}
-	c.success.Inc()
-	h.writeUncached(w, m)
-	return dns.RcodeSuccess, nil
-}
-
-// oneA is the common answer: the message, its question, answer section and
-// record in one allocation. Apart from write, to keep write's stack frame
-// small (see bare).
-//
-//go:noinline
-func oneA(r *dns.Msg, hdr dns.RR_Header, ip net.IP) *dns.Msg {
-	rep := newReply1[dns.A](r)
-	hdr.Rrtype = dns.TypeA
-	rep.rec = dns.A{Hdr: hdr, A: ip}
-	rep.rr[0] = &rep.rec
-	rep.m.Answer = rep.rr[:]
-	return &rep.m
-}
-
-// oneAAAA is oneA for one IPv6 address.
-//
-//go:noinline
-func oneAAAA(r *dns.Msg, hdr dns.RR_Header, ip net.IP) *dns.Msg {
-	rep := newReply1[dns.AAAA](r)
-	hdr.Rrtype = dns.TypeAAAA
-	rep.rec = dns.AAAA{Hdr: hdr, AAAA: ip}
-	rep.rr[0] = &rep.rec
-	rep.m.Answer = rep.rr[:]
-	return &rep.m
-}
-
-// many is the answer with several records. Apart from write, to keep
-// write's stack frame small (see bare).
-//
-//go:noinline
-func (h *Netalias) many(r *dns.Msg, hdr dns.RR_Header, v4, v6 []net.IP) *dns.Msg {
-	rep := newReply1[struct{}](r)
-	m := &rep.m
-	m.Answer = make([]dns.RR, 0, len(v4)+len(v6))
-	// Only answers with several addresses of a type rotate: the shared
-	// counter is not touched (nor its cache line moved) otherwise.
-	rot := 0
-	if len(v4) > 1 || len(v6) > 1 {
-		rot = int(h.rot.Add(1))
-	}
-	if len(v4) > 0 {
-		hdr.Rrtype = dns.TypeA
-		as := make([]dns.A, len(v4))
-		for i := range as {
-			as[i] = dns.A{Hdr: hdr, A: v4[(i+rot)%len(v4)]}
-			m.Answer = append(m.Answer, &as[i])
-		}
-	}
-	if len(v6) > 0 {
-		hdr.Rrtype = dns.TypeAAAA
-		as := make([]dns.AAAA, len(v6))
-		for i := range as {
-			as[i] = dns.AAAA{Hdr: hdr, AAAA: v6[(i+rot)%len(v6)]}
-			m.Answer = append(m.Answer, &as[i])
-		}
-	}
-	return m
-}
-
-// reply1 is an answer message with room for its question and one record:
-// one allocation instead of four. Every query gets a fresh one (plugins
-// before us may keep or change what they are handed).
-type reply1[T any] struct {
-	m   dns.Msg
-	q   [1]dns.Question
-	rr  [1]dns.RR
-	rec T
-}
-
-// newReply1 is new(dns.Msg).SetReply(r) with Authoritative set, for a
-// request of exactly one question.
-func newReply1[T any](r *dns.Msg) *reply1[T] {
-	rep := new(reply1[T])
-	m := &rep.m
-	m.Id = r.Id
-	m.Response = true
-	m.Opcode = r.Opcode
-	if m.Opcode == dns.OpcodeQuery {
-		m.RecursionDesired = r.RecursionDesired
-		m.CheckingDisabled = r.CheckingDisabled
-	}
-	m.Rcode = dns.RcodeSuccess
-	m.Authoritative = true
-	rep.q[0] = r.Question[0]
-	m.Question = rep.q[:]
-	return rep
-}
-
-// negative is an authoritative answer to r without records, with the SOA
-// of network n in the authority section.
-func (h *Netalias) negative(r *dns.Msg, snap *netwatch.Snapshot, n *netwatch.NetView, zone string) *dns.Msg {
-	rep := newReply1[dns.SOA](r)
-	h.soaInto(&rep.rec, snap, n, zone)
-	rep.rr[0] = &rep.rec
-	rep.m.Ns = rep.rr[:]
-	return &rep.m
-}
-
-func (h *Netalias) nxdomain(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, snap *netwatch.Snapshot, n *netwatch.NetView, zone, qname string) (int, error) {
-	if h.Fall.Through(qname) {
-		return h.next(ctx, w, r)
-	}
-	m := h.negative(r, snap, n, zone)
-	m.Rcode = dns.RcodeNameError
-	h.m.get(ctx).nxdomain.Inc()
-	h.writeUncached(w, m)
+	w.WriteMsg(&rep.m)
 	return dns.RcodeSuccess, nil
 }
 
 func (h *Netalias) next(ctx context.Context, w dns.ResponseWriter, r *dns.Msg) (int, error) {
 	h.m.get(ctx).next.Inc()
 	return plugin.NextOrFailure(h.Name(), h.Next, ctx, w, r)
-}
-
-// soaInto fills in the authority record of a network: NETWORK.ZONE.
-func (h *Netalias) soaInto(soa *dns.SOA, snap *netwatch.Snapshot, n *netwatch.NetView, zone string) {
-	apex := n.Apex
-	ns, mbox := n.SOANames()
-	if zone != "." {
-		apex += zone
-		ns, mbox = "ns.dns."+apex, "hostmaster."+apex
-	}
-	*soa = dns.SOA{
-		Hdr:     dns.RR_Header{Name: apex, Rrtype: dns.TypeSOA, Class: dns.ClassINET, Ttl: h.TTL},
-		Ns:      ns,
-		Mbox:    mbox,
-		Serial:  uint32(snap.Version),
-		Refresh: 7200,
-		Retry:   1800,
-		Expire:  86400,
-		Minttl:  h.TTL,
-	}
-}
-
-// writeUncached writes m past the cache plugin, when it sits before us:
-// its key ignores the client's address, and our answers depend on it
-// (scoping, bare names); they also change at once, which a cached copy would
-// not. CoreDNS wraps the writer between plugins in an unexported type, so
-// the cache's writer is found by following embedded ResponseWriter fields.
-func (h *Netalias) writeUncached(w dns.ResponseWriter, m *dns.Msg) {
-	if h.bypassCache {
-		for i, x := 0, w; i < 8 && x != nil; i++ {
-			if cw, ok := x.(*cache.ResponseWriter); ok {
-				if cw.ResponseWriter == nil {
-					return // a prefetch: no client is waiting
-				}
-				w = cw.ResponseWriter
-				break
-			}
-			x = embeddedWriter(x)
-		}
-	}
-	w.WriteMsg(m)
-}
-
-func embeddedWriter(w dns.ResponseWriter) dns.ResponseWriter {
-	v := reflect.ValueOf(w)
-	if v.Kind() != reflect.Pointer || v.IsNil() || v.Elem().Kind() != reflect.Struct {
-		return nil
-	}
-	f := v.Elem().FieldByName("ResponseWriter")
-	if !f.IsValid() || !f.CanInterface() {
-		return nil
-	}
-	inner, _ := f.Interface().(dns.ResponseWriter)
-	return inner
-}
-
-// parseReverse is netip.ParseAddr(dnsutil.ExtractAddressFromReverse(qname))
-// for a lower-case name, without allocating for the usual forms (four
-// decimal labels; 32 hex nibbles). Any other form takes the long way, so
-// the result is the same for every name.
-func parseReverse(qname string) (netip.Addr, bool) {
-	if s, ok := strings.CutSuffix(qname, dnsutil.IP4arpa); ok {
-		var b [4]byte
-		i := 3
-		for len(s) > 0 && i >= 0 {
-			end := strings.IndexByte(s, '.')
-			if end < 0 {
-				end = len(s)
-			}
-			l := s[:end]
-			if len(l) == 0 || len(l) > 3 || (len(l) > 1 && l[0] == '0') {
-				break
-			}
-			v := 0
-			for j := 0; j < len(l); j++ {
-				c := l[j]
-				if c < '0' || c > '9' {
-					v = 256
-					break
-				}
-				v = v*10 + int(c-'0')
-			}
-			if v > 255 {
-				break
-			}
-			b[i] = byte(v)
-			i--
-			if end == len(s) {
-				s = ""
-				if i < 0 {
-					return netip.AddrFrom4(b), true
-				}
-				break
-			}
-			s = s[end+1:]
-		}
-	} else if s, ok := strings.CutSuffix(qname, dnsutil.IP6arpa); ok && len(s) == 63 {
-		var b [16]byte
-		good := true
-		for k := 0; k < 32; k++ {
-			c := s[2*k]
-			if k < 31 && s[2*k+1] != '.' {
-				good = false
-				break
-			}
-			var v byte
-			switch {
-			case c >= '0' && c <= '9':
-				v = c - '0'
-			case c >= 'a' && c <= 'f':
-				v = c - 'a' + 10
-			default:
-				good = false
-			}
-			if !good {
-				break
-			}
-			// Label k is nibble 31-k of the address, lowest first.
-			j := 31 - k
-			if j%2 == 0 {
-				b[j/2] |= v << 4
-			} else {
-				b[j/2] |= v
-			}
-		}
-		if good {
-			return netip.AddrFrom16(b), true
-		}
-	}
-	a, err := netip.ParseAddr(dnsutil.ExtractAddressFromReverse(qname))
-	return a, err == nil
 }

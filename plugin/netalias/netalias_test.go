@@ -145,10 +145,11 @@ var cases = []tcase{
 	{from: farIP, Case: test.Case{Qname: "www.example.org.", Qtype: dns.TypeA, Rcode: dns.RcodeRefused}},
 }
 
+// run asks h through the clients gate, as the server does.
 func run(t *testing.T, h *Netalias, tc tcase) *dns.Msg {
 	t.Helper()
 	rec := dnstest.NewRecorder(&test.ResponseWriter{RemoteIP: tc.from})
-	code, err := h.ServeDNS(context.Background(), rec, tc.Msg())
+	code, err := newGate(h, h).ServeDNS(context.Background(), rec, tc.Msg())
 	if err != nil {
 		t.Fatalf("%s %s from %s: %v", tc.Qname, dns.TypeToString[tc.Qtype], tc.from, err)
 	}
@@ -243,7 +244,7 @@ func TestRotation(t *testing.T) {
 	// run sorts; query again without sorting to see the order.
 	for i := 0; i < 6; i++ {
 		rec := dnstest.NewRecorder(&test.ResponseWriter{RemoteIP: hostIP})
-		h.ServeDNS(context.Background(), rec, test.Case{Qname: "web.testnet.", Qtype: dns.TypeA}.Msg())
+		newGate(h, h).ServeDNS(context.Background(), rec, test.Case{Qname: "web.testnet.", Qtype: dns.TypeA}.Msg())
 		firsts[rec.Msg.Answer[0].(*dns.A).A.String()] = true
 	}
 	if len(firsts) != 3 {

@@ -158,7 +158,7 @@ func setup(c *caddy.Controller) error {
 		lw = links.New(st, log)
 	}
 
-	h := &Netalias{Zones: cfg.zones, TTL: cfg.ttl, Store: st, Clients: cfg.clients, m: &answerCounters{}, gated: true}
+	h := &Netalias{Zones: cfg.zones, TTL: cfg.ttl, Store: st, Clients: cfg.clients, m: &answerCounters{}}
 	if cfg.fall.set {
 		h.Fall.SetZonesFromArgs(cfg.fall.zones)
 	}
@@ -170,7 +170,6 @@ func setup(c *caddy.Controller) error {
 	c.OnStartup(func() error {
 		mu.Lock()
 		defer mu.Unlock()
-		h.bypassCache = dnsserver.GetConfig(c).Handler("cache") != nil
 		ctx, cf := context.WithCancel(context.Background())
 		cancel = cf
 		for _, s := range sources {

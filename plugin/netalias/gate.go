@@ -100,12 +100,15 @@ func (g gate) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Msg) (i
 // 7% with this (6 KiB measured best among 3, 6, 12 and 16 KiB: from 32 KiB
 // on, stacks come from the heap and cost more than they save).
 //
-// Only with other plugins in front of netalias (errors, prometheus, cache,
-// log...), though: netalias alone fits the starting stack the runtime
-// sizes from the stacks it has seen, and growing anyway costs a copy per
-// query (under dnsperf, Go 1.26: stack growth 10-11% of the server's CPU
-// time with this, 2-3% without; with errors, prometheus and cache in front,
-// 8.5% with this, 13% without).
+// Only with other plugins in front of netalias (errors, prometheus, log...),
+// though: netalias alone fits the starting stack the runtime sizes from the
+// stacks it has seen, and growing anyway costs a copy per query (under
+// dnsperf, Go 1.26: stack growth 10-11% of the server's CPU time with this,
+// 2-3% without). With errors and prometheus in front (cache runs after
+// netalias), their frames and the reply's write path no longer fit a 4 KiB
+// stack, so it grows on every query anyway: 5-7% of the CPU time with this,
+// 8.5-11% without (first in answerCounters.get, then in the reply's
+// allocation when get's frame was made small).
 //
 //go:noinline
 func growStack(i int) byte {
