@@ -44,10 +44,10 @@ type Backend interface {
 	// AllocAddress reserves an address on the network for a Docker
 	// endpoint that does not exist yet (Docker's IPAM RequestAddress comes
 	// before CreateEndpoint): want when valid (an error if taken, the
-	// gateway, or outside the subnet), else a free one. The reservation
-	// is recorded so agent, CNI and Docker members never collide, and
-	// holds until ReleaseAddress.
-	AllocAddress(network string, want netip.Addr) (netip.Addr, error)
+	// gateway, or outside the subnet), else a free one of the family v6
+	// says. The reservation is recorded so agent, CNI and Docker members
+	// never collide, and holds until ReleaseAddress.
+	AllocAddress(network string, v6 bool, want netip.Addr) (netip.Addr, error)
 
 	// ReleaseAddress frees a reservation made by AllocAddress. Releasing
 	// an address that is not reserved, or on a network that is gone, is

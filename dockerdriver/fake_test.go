@@ -134,7 +134,7 @@ func (f *fakeBackend) RemoveNetwork(name string) error {
 	return nil
 }
 
-func (f *fakeBackend) AllocAddress(network string, want netip.Addr) (netip.Addr, error) {
+func (f *fakeBackend) AllocAddress(network string, v6 bool, want netip.Addr) (netip.Addr, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.injected("AllocAddress"); err != nil {
@@ -145,8 +145,11 @@ func (f *fakeBackend) AllocAddress(network string, want netip.Addr) (netip.Addr,
 		return netip.Addr{}, fmt.Errorf("network %q: %w", network, ErrNotFound)
 	}
 	sub := n.info.Subnet
-	if want.Is6() {
+	if v6 {
 		sub = n.info.Subnet6
+	}
+	if want.IsValid() && want.Is6() != v6 {
+		return netip.Addr{}, fmt.Errorf("address %s is not of the family asked for", want)
 	}
 	if want.IsValid() {
 		if !sub.Contains(want) || want == n.info.Gateway || n.reserved[want] {
@@ -183,8 +186,10 @@ func (f *fakeBackend) CreateEndpoint(spec EndpointSpec) (EndpointInfo, error) {
 	if !ok {
 		return EndpointInfo{}, fmt.Errorf("network %q: %w", spec.Network, ErrNotFound)
 	}
-	if !n.reserved[spec.IPv4] {
-		return EndpointInfo{}, fmt.Errorf("address %s is not reserved on network %q", spec.IPv4, spec.Network)
+	for _, a := range []netip.Addr{spec.IPv4, spec.IPv6} {
+		if a.IsValid() && !n.reserved[a] {
+			return EndpointInfo{}, fmt.Errorf("address %s is not reserved on network %q", a, spec.Network)
+		}
 	}
 	if _, dup := n.eps[spec.EndpointID]; dup {
 		return EndpointInfo{}, fmt.Errorf("endpoint %s exists", spec.EndpointID)

@@ -274,7 +274,7 @@ func (s *Server) requestAddress(body []byte) (any, error) {
 	if want.IsValid() && !pool.Contains(want) {
 		return nil, fmt.Errorf("address %s is outside netalias network %q's subnet %s", want, m.Network, pool)
 	}
-	a, err := s.be.AllocAddress(m.Network, want)
+	a, err := s.be.AllocAddress(m.Network, pool.Addr().Is6(), want)
 	if err != nil {
 		return nil, fmt.Errorf("netalias network %q: %w", m.Network, err)
 	}

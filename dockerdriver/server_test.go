@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -13,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -36,11 +38,12 @@ type harness struct {
 	cl    *plugins.Client
 	done  chan error
 	close context.CancelFunc
+	addr6 map[string]netip.Prefix // IPv6 address of each container, by endpoint
 }
 
 func startPlugin(t *testing.T, dir string, fake *fakeBackend) *harness {
 	t.Helper()
-	h := &harness{t: t, dir: dir, fake: fake, sock: filepath.Join(t.TempDir(), "natest.sock"), done: make(chan error, 1)}
+	h := &harness{t: t, dir: dir, fake: fake, sock: filepath.Join(t.TempDir(), "natest.sock"), done: make(chan error, 1), addr6: map[string]netip.Prefix{}}
 	var err error
 	h.srv, err = New(Config{Name: "natest", Socket: h.sock, StateDir: dir, Backend: fake,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
@@ -236,9 +239,19 @@ func (h *harness) container(netID, epID string, c createdNet, want string) (neti
 	if err != nil {
 		h.t.Fatalf("RequestAddress answered %q: %v", ar.Address, err)
 	}
+	iface := &api.EndpointInterface{Address: addr.String()}
+	if c.poolID6 != "" {
+		var ar6 ipamapi2.RequestAddressResponse
+		h.must("IpamDriver.RequestAddress", &ipamapi2.RequestAddressRequest{PoolID: c.poolID6}, &ar6)
+		a6, err := netip.ParsePrefix(ar6.Address)
+		if err != nil || !c.pool6.Contains(a6.Addr()) {
+			h.t.Fatalf("RequestAddress IPv6 answered %q (%v), want one in %s", ar6.Address, err, c.pool6)
+		}
+		h.addr6[epID] = a6
+		iface.AddressIPv6 = a6.String()
+	}
 	var cr api.CreateEndpointResponse
-	h.must("NetworkDriver.CreateEndpoint", &api.CreateEndpointRequest{NetworkID: netID, EndpointID: epID,
-		Interface: &api.EndpointInterface{Address: addr.String()}}, &cr)
+	h.must("NetworkDriver.CreateEndpoint", &api.CreateEndpointRequest{NetworkID: netID, EndpointID: epID, Interface: iface}, &cr)
 	var jr api.JoinResponse
 	h.must("NetworkDriver.Join", &api.JoinRequest{NetworkID: netID, EndpointID: epID, SandboxKey: "/var/run/docker/netns/" + epID[:12]}, &jr)
 	return addr, cr, jr
@@ -250,6 +263,10 @@ func (h *harness) removeContainer(netID, epID string, c createdNet, addr netip.P
 	h.must("NetworkDriver.Leave", &api.LeaveRequest{NetworkID: netID, EndpointID: epID}, &api.LeaveResponse{})
 	h.must("NetworkDriver.DeleteEndpoint", &api.DeleteEndpointRequest{NetworkID: netID, EndpointID: epID}, &api.DeleteEndpointResponse{})
 	h.must("IpamDriver.ReleaseAddress", &ipamapi2.ReleaseAddressRequest{PoolID: c.poolID, Address: addr.Addr().String()}, &ipamapi2.ReleaseAddressResponse{})
+	if a6, ok := h.addr6[epID]; ok {
+		h.must("IpamDriver.ReleaseAddress", &ipamapi2.ReleaseAddressRequest{PoolID: c.poolID6, Address: a6.Addr().String()}, &ipamapi2.ReleaseAddressResponse{})
+		delete(h.addr6, epID)
+	}
 }
 
 func readMap(t *testing.T, dir string) map[string]*mapping {
@@ -510,9 +527,98 @@ func TestDualStack(t *testing.T) {
 	if fake.created[0].MTU != 1400 {
 		t.Errorf("MTU %d, want 1400", fake.created[0].MTU)
 	}
-	_, _, jr := h.container(id, dockerID(2), c, "")
+	addr, _, jr := h.container(id, dockerID(2), c, "")
 	if jr.Gateway != info.Gateway.String() || jr.GatewayIPv6 != "fd42:1::1" {
 		t.Errorf("Join gateways %q %q", jr.Gateway, jr.GatewayIPv6)
+	}
+	if a6 := h.addr6[dockerID(2)]; a6.String() != "fd42:1::2/64" {
+		t.Errorf("IPv6 address %s, want fd42:1::2/64", a6)
+	}
+	h.removeContainer(id, dockerID(2), c, addr)
+	if _, reserved, eps := fake.snapshot("dual"); len(reserved) != 0 || eps != 0 {
+		t.Errorf("after docker rm: reservations %v, endpoints %d", reserved, eps)
+	}
+	h.removeNetwork(id, c)
+	if _, err := fake.Network("dual"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("dual-stack network left: %v", err)
+	}
+}
+
+// TestConcurrentContainers runs container lifecycles in parallel, as
+// dockerd does for parallel `docker run`s: every address distinct, nothing
+// left behind.
+func TestConcurrentContainers(t *testing.T) {
+	fake := newFake()
+	h := startPlugin(t, t.TempDir(), fake)
+	id := dockerID(1)
+	c := h.mustCreateNetwork(dockerNet{id: id, opts: map[string]string{OptNetwork: "par"}})
+	const n = 16
+	addrs := make(chan netip.Addr, n)
+	errs := make(chan error, 2*n)
+	var up, wg sync.WaitGroup
+	release := make(chan struct{})
+	for i := range n {
+		wg.Add(1)
+		up.Add(1)
+		go func() {
+			defer wg.Done()
+			upDone := sync.OnceFunc(up.Done)
+			defer upDone()
+			ep := fmt.Sprintf("%064x", i+100)
+			var ar ipamapi2.RequestAddressResponse
+			if err := h.call("IpamDriver.RequestAddress", &ipamapi2.RequestAddressRequest{PoolID: c.poolID}, &ar); err != nil {
+				errs <- err
+				return
+			}
+			if err := h.call("NetworkDriver.CreateEndpoint", &api.CreateEndpointRequest{NetworkID: id, EndpointID: ep,
+				Interface: &api.EndpointInterface{Address: ar.Address}}, &api.CreateEndpointResponse{}); err != nil {
+				errs <- err
+				return
+			}
+			var jr api.JoinResponse
+			if err := h.call("NetworkDriver.Join", &api.JoinRequest{NetworkID: id, EndpointID: ep}, &jr); err != nil {
+				errs <- err
+				return
+			}
+			a, _ := netip.ParsePrefix(ar.Address)
+			addrs <- a.Addr()
+			upDone()
+			<-release // all containers up at once
+			for _, call := range []struct {
+				m   string
+				req any
+			}{
+				{"NetworkDriver.Leave", &api.LeaveRequest{NetworkID: id, EndpointID: ep}},
+				{"NetworkDriver.DeleteEndpoint", &api.DeleteEndpointRequest{NetworkID: id, EndpointID: ep}},
+				{"IpamDriver.ReleaseAddress", &ipamapi2.ReleaseAddressRequest{PoolID: c.poolID, Address: a.Addr().String()}},
+			} {
+				if err := h.call(call.m, call.req, &api.Response{}); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	up.Wait()
+	seen := map[netip.Addr]bool{}
+	for len(addrs) > 0 {
+		a := <-addrs
+		if seen[a] {
+			t.Errorf("address %s handed to two containers", a)
+		}
+		seen[a] = true
+	}
+	close(release)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if len(seen) != n {
+		t.Fatalf("%d containers came up, want %d", len(seen), n)
+	}
+	if _, reserved, eps := fake.snapshot("par"); len(reserved) != 0 || eps != 0 {
+		t.Errorf("left behind: reservations %v, endpoints %d", reserved, eps)
 	}
 }
 
