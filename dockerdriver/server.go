@@ -70,8 +70,11 @@ type Server struct {
 	// releases its pools.
 	pools map[string]*pendingPool
 
-	srv *http.Server
-	ln  net.Listener
+	srv       *http.Server
+	ln        net.Listener
+	closeOnce sync.Once
+	closed    chan struct{} // closed when Close is done
+	closeErr  error
 }
 
 // New loads the Docker-ID map and returns a server, not yet listening.
@@ -101,6 +104,7 @@ func New(cfg Config) (*Server, error) {
 		be:      cfg.Backend,
 		log:     cfg.Logger.With("plugin", cfg.Name),
 		pools:   map[string]*pendingPool{},
+		closed:  make(chan struct{}),
 	}
 	var err error
 	if s.nets, err = loadMap(s.mapPath); err != nil {
@@ -144,7 +148,8 @@ func (s *Server) Listen() error {
 
 // Serve answers requests until ctx ends or Close, then removes the socket,
 // so that dockerd finds no plugin rather than a dead one. It listens first
-// when Listen was not called.
+// when Listen was not called. When it returns, the socket is gone (a new
+// server on the same path may start at once).
 func (s *Server) Serve(ctx context.Context) error {
 	if s.ln == nil {
 		if err := s.Listen(); err != nil {
@@ -160,28 +165,35 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.log.Info("serving Docker network and IPAM driver", "socket", s.socket, "map", s.mapPath)
 	err := srv.Serve(s.ln)
 	if errors.Is(err, http.ErrServerClosed) {
-		err = nil
+		// Serve returns as soon as the listener closes: wait for the
+		// requests in flight and the socket's removal.
+		return s.Close()
 	}
+	s.Close()
 	return err
 }
 
-// Close stops serving (requests in flight finish) and removes the socket.
+// Close stops serving (requests in flight finish, for up to 10 s) and
+// removes the socket. It may be called more than once.
 func (s *Server) Close() error {
-	s.mu.Lock()
-	srv := s.srv
-	s.mu.Unlock()
-	var err error
-	if srv != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		err = srv.Shutdown(ctx)
-		cancel()
-	} else if s.ln != nil {
-		err = s.ln.Close()
-	}
-	if rerr := os.Remove(s.socket); rerr != nil && !errors.Is(rerr, os.ErrNotExist) && err == nil {
-		err = rerr
-	}
-	return err
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		srv := s.srv
+		s.mu.Unlock()
+		if srv != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			s.closeErr = srv.Shutdown(ctx)
+			cancel()
+		} else if s.ln != nil {
+			s.closeErr = s.ln.Close()
+		}
+		if err := os.Remove(s.socket); err != nil && !errors.Is(err, os.ErrNotExist) && s.closeErr == nil {
+			s.closeErr = err
+		}
+		close(s.closed)
+	})
+	<-s.closed
+	return s.closeErr
 }
 
 // manifest is the answer to /Plugin.Activate.

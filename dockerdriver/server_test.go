@@ -43,7 +43,12 @@ type harness struct {
 
 func startPlugin(t *testing.T, dir string, fake *fakeBackend) *harness {
 	t.Helper()
-	h := &harness{t: t, dir: dir, fake: fake, sock: filepath.Join(t.TempDir(), "natest.sock"), done: make(chan error, 1), addr6: map[string]netip.Prefix{}}
+	return startPluginAt(t, dir, fake, filepath.Join(t.TempDir(), "natest.sock"))
+}
+
+func startPluginAt(t *testing.T, dir string, fake *fakeBackend, sock string) *harness {
+	t.Helper()
+	h := &harness{t: t, dir: dir, fake: fake, sock: sock, done: make(chan error, 1), addr6: map[string]netip.Prefix{}}
 	var err error
 	h.srv, err = New(Config{Name: "natest", Socket: h.sock, StateDir: dir, Backend: fake,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
@@ -483,9 +488,10 @@ func TestMapSurvivesRestart(t *testing.T) {
 	addr, _, _ := h.container(netID, dockerID(2), c, "")
 	h.stop()
 
-	// A new process on the same state directory: the pool IDs dockerd
-	// holds, the network's gateway and what the plugin made all still work.
-	h = startPlugin(t, dir, fake)
+	// A new process on the same state directory and socket, at once: the
+	// pool IDs dockerd holds, the network's gateway and what the plugin
+	// made all still work.
+	h = startPluginAt(t, dir, fake, h.sock)
 	addr3, _, jr := h.container(netID, dockerID(3), c, "")
 	if jr.Gateway != "10.77.3.254" {
 		t.Errorf("gateway after restart %q, want 10.77.3.254", jr.Gateway)

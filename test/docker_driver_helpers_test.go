@@ -21,17 +21,21 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/netalias/netalias/dockerdriver"
 	"github.com/netalias/netalias/internal/testenv"
 	"github.com/netalias/netalias/state"
 )
@@ -521,5 +525,302 @@ func TestDockerDriverNetwork(t *testing.T) {
 		if _, ok := p.netaliasNetwork(n); ok {
 			t.Errorf("netalias network %s survives docker network rm", n)
 		}
+	}
+}
+
+// ipBackend is the least dockerdriver.Backend that plumbs for real (a
+// bridge, veth pairs, an in-memory allocator; no firewall, no state
+// files), so that the protocol is checked against a real dockerd before
+// the agent implements the Backend. It replaces nothing the users meet.
+type ipBackend struct {
+	t    *testing.T
+	mu   sync.Mutex
+	nets map[string]*ipNet
+}
+
+type ipNet struct {
+	info   dockerdriver.NetworkInfo
+	bridge string
+	used   map[netip.Addr]bool
+	eps    map[string]string // endpoint ID → host veth
+}
+
+func (b *ipBackend) ip(args ...string) error {
+	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+		return fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+func (b *ipBackend) Network(name string) (dockerdriver.NetworkInfo, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if n, ok := b.nets[name]; ok {
+		return n.info, nil
+	}
+	return dockerdriver.NetworkInfo{}, fmt.Errorf("network %q: %w", name, dockerdriver.ErrNotFound)
+}
+
+func (b *ipBackend) ChooseSubnet(v6 bool, avoid []netip.Prefix) (netip.Prefix, error) {
+	return netip.Prefix{}, errors.New("the test gives --subnet")
+}
+
+func (b *ipBackend) CreateNetwork(spec dockerdriver.NetworkSpec) (dockerdriver.NetworkInfo, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	br := natestName("natbr")
+	if err := b.ip("link", "add", br, "type", "bridge"); err != nil {
+		return dockerdriver.NetworkInfo{}, err
+	}
+	b.t.Cleanup(func() { exec.Command("ip", "link", "del", br).Run() })
+	if err := b.ip("addr", "add", netip.PrefixFrom(spec.Gateway, spec.Subnet.Bits()).String(), "dev", br); err != nil {
+		return dockerdriver.NetworkInfo{}, err
+	}
+	if err := b.ip("link", "set", br, "up"); err != nil {
+		return dockerdriver.NetworkInfo{}, err
+	}
+	info := dockerdriver.NetworkInfo{Name: spec.Name, Subnet: spec.Subnet, Gateway: spec.Gateway, Internal: spec.Internal}
+	b.nets[spec.Name] = &ipNet{info: info, bridge: br, used: map[netip.Addr]bool{spec.Gateway: true}, eps: map[string]string{}}
+	return info, nil
+}
+
+func (b *ipBackend) RemoveNetwork(name string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n, ok := b.nets[name]
+	if !ok {
+		return dockerdriver.ErrNotFound
+	}
+	delete(b.nets, name)
+	return b.ip("link", "del", n.bridge)
+}
+
+func (b *ipBackend) AllocAddress(network string, v6 bool, want netip.Addr) (netip.Addr, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n, ok := b.nets[network]
+	if !ok || v6 {
+		return netip.Addr{}, fmt.Errorf("network %q: no such network or family", network)
+	}
+	if want.IsValid() {
+		if n.used[want] {
+			return netip.Addr{}, fmt.Errorf("%s is taken", want)
+		}
+		n.used[want] = true
+		return want, nil
+	}
+	for a := n.info.Subnet.Addr().Next(); n.info.Subnet.Contains(a); a = a.Next() {
+		if !n.used[a] {
+			n.used[a] = true
+			return a, nil
+		}
+	}
+	return netip.Addr{}, errors.New("full")
+}
+
+func (b *ipBackend) ReleaseAddress(network string, addr netip.Addr) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if n, ok := b.nets[network]; ok {
+		delete(n.used, addr)
+	}
+	return nil
+}
+
+func (b *ipBackend) CreateEndpoint(spec dockerdriver.EndpointSpec) (dockerdriver.EndpointInfo, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n, ok := b.nets[spec.Network]
+	if !ok {
+		return dockerdriver.EndpointInfo{}, dockerdriver.ErrNotFound
+	}
+	host, peer := "nav"+spec.EndpointID[:12], "nap"+spec.EndpointID[:12]
+	a4 := spec.IPv4.As4()
+	mac := net.HardwareAddr{0x02, 0x42, a4[0], a4[1], a4[2], a4[3]}
+	if spec.MAC != nil {
+		mac = spec.MAC
+	}
+	if err := b.ip("link", "add", host, "type", "veth", "peer", "name", peer, "address", mac.String()); err != nil {
+		return dockerdriver.EndpointInfo{}, err
+	}
+	b.t.Cleanup(func() { exec.Command("ip", "link", "del", host).Run() })
+	if err := b.ip("link", "set", host, "master", n.bridge, "up"); err != nil {
+		exec.Command("ip", "link", "del", host).Run()
+		return dockerdriver.EndpointInfo{}, err
+	}
+	n.eps[spec.EndpointID] = host
+	return dockerdriver.EndpointInfo{HostVeth: host, MAC: mac}, nil
+}
+
+func (b *ipBackend) DeleteEndpoint(network, endpointID string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n, ok := b.nets[network]
+	if !ok || n.eps[endpointID] == "" {
+		return dockerdriver.ErrNotFound
+	}
+	host := n.eps[endpointID]
+	delete(n.eps, endpointID)
+	return b.ip("link", "del", host)
+}
+
+func (b *ipBackend) Join(network, endpointID, sandboxKey string) (string, error) {
+	return "nap" + endpointID[:12], nil
+}
+
+func (b *ipBackend) Leave(network, endpointID string) error { return nil }
+
+// serveDriver serves dockerdriver on /run/docker/plugins/NAME.sock until
+// the returned function is called.
+func serveDriver(t *testing.T, name, stateDir string, be dockerdriver.Backend) (stop func()) {
+	t.Helper()
+	srv, err := dockerdriver.New(dockerdriver.Config{Name: name, StateDir: stateDir, Backend: be,
+		Logger: slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx) }()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			cancel()
+			if err := <-served; err != nil {
+				t.Errorf("Serve: %v", err)
+			}
+		})
+	}
+}
+
+// tWriter sends log lines to the test's log.
+type tWriter struct{ t *testing.T }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+// TestDockerDriverProtocol drives dockerdriver.Server from a real (private)
+// dockerd 20.10 with ipBackend: network create with our IPAM, containers
+// with our addresses and MACs on our bridge, Docker's embedded DNS, an
+// internal network without docker_gwbridge, and removal.
+func TestDockerDriverProtocol(t *testing.T) {
+	d := startPrivateDockerd(t)
+	img := d.importBusybox()
+	be := &ipBackend{t: t, nets: map[string]*ipNet{}}
+	name := natestName("natest-proto")
+	stateDir := t.TempDir()
+	stopPlugin := serveDriver(t, name, stateDir, be)
+	t.Cleanup(func() { stopPlugin() })
+
+	netName := natestName("natest")
+	sub := netip.MustParsePrefix(fmt.Sprintf("10.208.%d.0/24", 1+rand.IntN(250)))
+	d.engine.must(t, "network", "create", "-d", name, "--ipam-driver", name, "--subnet", sub.String(), "-o", "netalias.network="+netName, netName)
+	t.Cleanup(func() { d.quiet("network", "rm", netName) })
+	info, err := be.Network(netName)
+	if err != nil || info.Subnet != sub || info.Gateway != sub.Addr().Next() {
+		t.Fatalf("backend network %+v (%v), want %s with gateway %s", info, err, sub, sub.Addr().Next())
+	}
+
+	c1, c2 := "c1-"+netName, "c2-"+netName
+	d.engine.run(t, c1, "--stop-timeout", "1", "--network", netName, img, "sleep", "3600")
+	d.engine.run(t, c2, "--stop-timeout", "1", "--network", netName, "--ip", sub.Addr().Next().Next().Next().Next().String(), img, "sleep", "3600")
+	ip1, ip2 := d.engine.ip(t, c1, netName), d.engine.ip(t, c2, netName)
+	if !sub.Contains(ip1) || ip2 != sub.Addr().Next().Next().Next().Next() || ip1 == ip2 {
+		t.Errorf("addresses %s and %s, want ours in %s (c2's by --ip)", ip1, ip2, sub)
+	}
+	// Inside: eth0 with our address, our MAC, the default route via our
+	// gateway.
+	out := d.engine.must(t, "exec", c1, "ip", "-o", "addr", "show", "eth0")
+	if !strings.Contains(out, ip1.String()+"/24") {
+		t.Errorf("c1 eth0: %s", out)
+	}
+	a4 := ip1.As4()
+	wantMAC := net.HardwareAddr{0x02, 0x42, a4[0], a4[1], a4[2], a4[3]}.String()
+	if mac := d.engine.must(t, "inspect", "-f", `{{(index .NetworkSettings.Networks "`+netName+`").MacAddress}}`, c1); mac != wantMAC {
+		t.Errorf("c1 MAC %q, want the backend's %s", mac, wantMAC)
+	}
+	if out := d.engine.must(t, "exec", c1, "ip", "route"); !strings.Contains(out, "default via "+info.Gateway.String()) {
+		t.Errorf("c1 routes:\n%s", out)
+	}
+	if gw := d.engine.must(t, "inspect", "-f", `{{(index .NetworkSettings.Networks "`+netName+`").Gateway}}`, c1); gw != info.Gateway.String() {
+		t.Errorf("Docker's gateway for c1 %q, want %s", gw, info.Gateway)
+	}
+	// Docker's embedded DNS answers the containers' names.
+	if out := d.engine.must(t, "exec", c2, "nslookup", c1); !strings.Contains(out, ip1.String()) {
+		t.Errorf("nslookup %s in %s:\n%s", c1, c2, out)
+	}
+	endpoints := func(network string) int {
+		be.mu.Lock()
+		defer be.mu.Unlock()
+		return len(be.nets[network].eps)
+	}
+	if n := endpoints(netName); n != 2 {
+		t.Errorf("%d endpoints in the backend, want 2", n)
+	}
+
+	// The plugin restarts: its map still knows the network.
+	stopPlugin()
+	stopPlugin = serveDriver(t, name, stateDir, be)
+	c4 := "c4-" + netName
+	d.engine.run(t, c4, "--stop-timeout", "1", "--restart", "always", "--network", netName, img, "sleep", "3600")
+	if out := d.engine.must(t, "exec", c4, "nslookup", c2); !strings.Contains(out, ip2.String()) {
+		t.Errorf("nslookup %s in %s after the plugin restart:\n%s", c2, c4, out)
+	}
+
+	// dockerd restarts with a --restart always container on the network:
+	// no deadlock, the container comes back, no endpoint is left over.
+	d.restart()
+	within(t, 30*time.Second, c4+" running after the daemon restart", func() bool { return d.running(c4) })
+	if ip := d.engine.ip(t, c4, netName); !sub.Contains(ip) {
+		t.Errorf("%s came back on %s, outside %s", c4, ip, sub)
+	}
+	for _, c := range []string{c1, c2} {
+		d.engine.must(t, "start", c)
+	}
+	if n := endpoints(netName); n != 3 {
+		t.Errorf("%d endpoints in the backend after the daemon restart, want 3", n)
+	}
+
+	// An internal network: no default route, no docker_gwbridge.
+	inner := natestName("natest")
+	isub := netip.MustParsePrefix(fmt.Sprintf("10.208.%d.0/24", 1+rand.IntN(250)))
+	d.engine.must(t, "network", "create", "-d", name, "--ipam-driver", name, "--internal", "--subnet", isub.String(), "-o", "netalias.network="+inner, inner)
+	t.Cleanup(func() { d.quiet("network", "rm", inner) })
+	c3 := "c3-" + netName
+	d.engine.run(t, c3, "--stop-timeout", "1", "--network", inner, img, "sleep", "3600")
+	if out := d.engine.must(t, "exec", c3, "ip", "route"); strings.Contains(out, "default") {
+		t.Errorf("a container on an internal network has a default route:\n%s", out)
+	}
+	if out := d.quiet("network", "ls", "-q", "--filter", "name=docker_gwbridge"); strings.TrimSpace(out) != "" {
+		t.Errorf("Docker attached docker_gwbridge to an internal network's container")
+	}
+
+	// Removal: endpoints, addresses, networks.
+	d.engine.must(t, "rm", "-f", c1, c2, c3, c4)
+	be.mu.Lock()
+	left := len(be.nets[netName].eps) + len(be.nets[inner].eps)
+	used := len(be.nets[netName].used)
+	be.mu.Unlock()
+	if left != 0 || used != 1 {
+		t.Errorf("after docker rm: %d endpoints, %d addresses (want 0 and the gateway)", left, used)
+	}
+	d.engine.must(t, "network", "rm", netName, inner)
+	for _, n := range []string{netName, inner} {
+		if _, err := be.Network(n); !errors.Is(err, dockerdriver.ErrNotFound) {
+			t.Errorf("network %s left in the backend after docker network rm", n)
+		}
+	}
+	// Unknown options fail the create with our message, nothing made.
+	out, err = func() (string, error) {
+		b, err := d.engine.cmd("network", "create", "-d", name, "--ipam-driver", name, "--subnet", "10.208.254.0/24", "-o", "netalias.netwrok=x", natestName("natest")).CombinedOutput()
+		return string(b), err
+	}()
+	if err == nil || !strings.Contains(out, "unknown option -o netalias.netwrok") {
+		t.Errorf("typo in -o: %v\n%s", err, out)
 	}
 }
