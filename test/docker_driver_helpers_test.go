@@ -823,4 +823,19 @@ func TestDockerDriverProtocol(t *testing.T) {
 	if err == nil || !strings.Contains(out, "unknown option -o netalias.netwrok") {
 		t.Errorf("typo in -o: %v\n%s", err, out)
 	}
+	// Docker's own IPAM would hand out addresses that collide with the
+	// network's other members: refused, and nothing is left.
+	foreign := natestName("natest")
+	b, err := d.engine.cmd("network", "create", "-d", name, "--subnet", "10.208.253.0/24", foreign).CombinedOutput()
+	if err == nil || !strings.Contains(string(b), "--ipam-driver "+name) {
+		t.Errorf("network create without our IPAM driver: %v\n%s", err, b)
+	}
+	if out := d.quiet("network", "ls", "-q", "--filter", "name="+foreign); strings.TrimSpace(out) != "" {
+		t.Errorf("a refused network create left network %s", foreign)
+	}
+	be.mu.Lock()
+	if len(be.nets) != 0 {
+		t.Errorf("networks left in the backend: %v", be.nets)
+	}
+	be.mu.Unlock()
 }
