@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/docker/docker/libnetwork/ipamapi"
 	"github.com/docker/docker/libnetwork/ipams/remote/api"
@@ -47,6 +48,23 @@ type pendingPool struct {
 	// and gateway are the network's).
 	name  string
 	adopt bool
+	since time.Time
+}
+
+// pendingTTL bounds how long a pool waits for its CreateNetwork. dockerd
+// asks for pools and creates the network within one API call, so an older
+// pool was abandoned (dockerd died midway) and would otherwise block its
+// subnet until the plugin restarts.
+const pendingTTL = 2 * time.Minute
+
+// prunePoolsLocked forgets abandoned pending pools.
+func (s *Server) prunePoolsLocked(now time.Time) {
+	for id, p := range s.pools {
+		if now.Sub(p.since) > pendingTTL {
+			s.log.Warn("forgetting a pool whose network was never created", "pool", p.prefix, "held_for", now.Sub(p.since).Round(time.Second))
+			delete(s.pools, id)
+		}
+	}
 }
 
 func (s *Server) ipamCapabilities([]byte) (any, error) {
@@ -127,7 +145,9 @@ func (s *Server) requestPool(body []byte) (any, error) {
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	pp := &pendingPool{name: name}
+	now := time.Now()
+	s.prunePoolsLocked(now)
+	pp := &pendingPool{name: name, since: now}
 	if name != "" {
 		info, err := s.be.Network(name)
 		switch {

@@ -182,6 +182,7 @@ func (s *Server) createNetwork(body []byte) (any, error) {
 	if m, ok := s.nets[id]; ok {
 		// Already made (a retry after an answer that was lost).
 		s.log.Info("CreateNetwork for a known Docker network", "docker_network", id, "network", m.Network)
+		s.dropPoolsLocked(spec)
 		return api.CreateNetworkResponse{}, nil
 	}
 	pp := s.pools[poolID(spec.Subnet)]
@@ -248,12 +249,17 @@ func (s *Server) createNetwork(body []byte) (any, error) {
 	default:
 		return nil, fmt.Errorf("docker network %s: netalias network %q: %w", shortID(id), spec.Name, err)
 	}
-	// The pools now belong to the network: the map finds them by subnet.
+	s.dropPoolsLocked(spec)
+	return api.CreateNetworkResponse{}, nil
+}
+
+// dropPoolsLocked forgets the pending pools of a created network: they
+// belong to the network now, and the map finds them by subnet.
+func (s *Server) dropPoolsLocked(spec NetworkSpec) {
 	delete(s.pools, poolID(spec.Subnet))
 	if spec.Subnet6.IsValid() {
 		delete(s.pools, poolID(spec.Subnet6))
 	}
-	return api.CreateNetworkResponse{}, nil
 }
 
 // adoptable checks that an existing netalias network is what Docker was

@@ -888,3 +888,20 @@ func TestWireFormat(t *testing.T) {
 		t.Errorf("GetCapabilities: %d %s", status, body)
 	}
 }
+
+// A pool whose network create died midway is forgotten after a while, so
+// its subnet does not stay blocked until the plugin restarts.
+func TestAbandonedPoolExpires(t *testing.T) {
+	h := startPlugin(t, t.TempDir(), newFake())
+	var pr ipamapi2.RequestPoolResponse
+	h.must("IpamDriver.RequestPool", &ipamapi2.RequestPoolRequest{Pool: "10.62.0.0/24"}, &pr)
+	// dockerd died here: no CreateNetwork, no ReleasePool.
+	err := h.call("IpamDriver.RequestPool", &ipamapi2.RequestPoolRequest{Pool: "10.62.0.0/24"}, &ipamapi2.RequestPoolResponse{})
+	if err == nil || !strings.Contains(err.Error(), "another Docker network being created") {
+		t.Fatalf("pool held by a create in flight: %v", err)
+	}
+	h.srv.mu.Lock()
+	h.srv.pools[pr.PoolID].since = time.Now().Add(-pendingTTL - time.Second)
+	h.srv.mu.Unlock()
+	h.mustCreateNetwork(dockerNet{id: dockerID(1), subnet: "10.62.0.0/24"})
+}
