@@ -256,6 +256,14 @@ func (d *privateDockerd) quiet(args ...string) string {
 	return string(out)
 }
 
+// removeNetwork removes a network at cleanup unless the test already did.
+func (d *privateDockerd) removeNetwork(name string) {
+	if d.cmd == nil || d.engine.cmd("network", "inspect", name).Run() != nil {
+		return
+	}
+	d.quiet("network", "rm", name)
+}
+
 // mountsUnder lists mount points below dir, deepest first.
 func mountsUnder(dir string) []string {
 	f, err := os.Open("/proc/self/mountinfo")
@@ -468,7 +476,7 @@ func TestDockerDriverNetwork(t *testing.T) {
 	sub := netip.MustParsePrefix(fmt.Sprintf("10.208.%d.0/24", 1+rand.IntN(250)))
 	d.engine.must(t, "network", "create", "-d", p.name, "--ipam-driver", p.name,
 		"--subnet", sub.String(), "-o", "netalias.network="+netName, netName)
-	t.Cleanup(func() { d.quiet("network", "rm", netName) })
+	t.Cleanup(func() { d.removeNetwork(netName) })
 	f, ok := p.netaliasNetwork(netName)
 	if !ok || f.Network.Subnet != sub.String() {
 		t.Fatalf("netalias network %s after docker network create: %+v (exists %v)", netName, f.Network, ok)
@@ -510,7 +518,7 @@ func TestDockerDriverNetwork(t *testing.T) {
 	inner := natestName("natest")
 	d.engine.must(t, "network", "create", "-d", p.name, "--ipam-driver", p.name, "--internal",
 		"--subnet", fmt.Sprintf("10.208.%d.0/24", 1+rand.IntN(250)), "-o", "netalias.network="+inner, inner)
-	t.Cleanup(func() { d.quiet("network", "rm", inner) })
+	t.Cleanup(func() { d.removeNetwork(inner) })
 	d.engine.run(t, "c4-"+netName, "--stop-timeout", "1", "--network", inner, img, "sleep", "3600")
 	if out := d.quiet("network", "ls", "-q", "--filter", "name=docker_gwbridge"); strings.TrimSpace(out) != "" {
 		t.Errorf("an internal netalias network made Docker attach docker_gwbridge")
@@ -562,7 +570,17 @@ func (b *ipBackend) Network(name string) (dockerdriver.NetworkInfo, error) {
 }
 
 func (b *ipBackend) ChooseSubnet(v6 bool, avoid []netip.Prefix) (netip.Prefix, error) {
-	return netip.Prefix{}, errors.New("the test gives --subnet")
+	for range 100 {
+		x := 1 + rand.IntN(250)
+		p := netip.MustParsePrefix(fmt.Sprintf("10.208.%d.0/24", x))
+		if v6 {
+			p = netip.MustParsePrefix(fmt.Sprintf("fd00:10:208:%x::/64", x))
+		}
+		if !slices.ContainsFunc(avoid, p.Overlaps) {
+			return p, nil
+		}
+	}
+	return netip.Prefix{}, errors.New("no free subnet")
 }
 
 func (b *ipBackend) CreateNetwork(spec dockerdriver.NetworkSpec) (dockerdriver.NetworkInfo, error) {
@@ -576,11 +594,21 @@ func (b *ipBackend) CreateNetwork(spec dockerdriver.NetworkSpec) (dockerdriver.N
 	if err := b.ip("addr", "add", netip.PrefixFrom(spec.Gateway, spec.Subnet.Bits()).String(), "dev", br); err != nil {
 		return dockerdriver.NetworkInfo{}, err
 	}
+	if spec.Subnet6.IsValid() {
+		if err := b.ip("addr", "add", netip.PrefixFrom(spec.Gateway6, spec.Subnet6.Bits()).String(), "dev", br, "nodad"); err != nil {
+			return dockerdriver.NetworkInfo{}, err
+		}
+	}
 	if err := b.ip("link", "set", br, "up"); err != nil {
 		return dockerdriver.NetworkInfo{}, err
 	}
-	info := dockerdriver.NetworkInfo{Name: spec.Name, Subnet: spec.Subnet, Gateway: spec.Gateway, Internal: spec.Internal}
-	b.nets[spec.Name] = &ipNet{info: info, bridge: br, used: map[netip.Addr]bool{spec.Gateway: true}, eps: map[string]string{}}
+	info := dockerdriver.NetworkInfo{Name: spec.Name, Subnet: spec.Subnet, Gateway: spec.Gateway,
+		Subnet6: spec.Subnet6, Gateway6: spec.Gateway6, Internal: spec.Internal}
+	n := &ipNet{info: info, bridge: br, used: map[netip.Addr]bool{spec.Gateway: true}, eps: map[string]string{}}
+	if spec.Gateway6.IsValid() {
+		n.used[spec.Gateway6] = true
+	}
+	b.nets[spec.Name] = n
 	return info, nil
 }
 
@@ -599,8 +627,12 @@ func (b *ipBackend) AllocAddress(network string, v6 bool, want netip.Addr) (neti
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	n, ok := b.nets[network]
-	if !ok || v6 {
+	if !ok || (v6 && !n.info.Subnet6.IsValid()) {
 		return netip.Addr{}, fmt.Errorf("network %q: no such network or family", network)
+	}
+	sub := n.info.Subnet
+	if v6 {
+		sub = n.info.Subnet6
 	}
 	if want.IsValid() {
 		if n.used[want] {
@@ -609,7 +641,7 @@ func (b *ipBackend) AllocAddress(network string, v6 bool, want netip.Addr) (neti
 		n.used[want] = true
 		return want, nil
 	}
-	for a := n.info.Subnet.Addr().Next(); n.info.Subnet.Contains(a); a = a.Next() {
+	for a := sub.Addr().Next(); sub.Contains(a); a = a.Next() {
 		if !n.used[a] {
 			n.used[a] = true
 			return a, nil
@@ -720,7 +752,7 @@ func TestDockerDriverProtocol(t *testing.T) {
 	netName := natestName("natest")
 	sub := netip.MustParsePrefix(fmt.Sprintf("10.208.%d.0/24", 1+rand.IntN(250)))
 	d.engine.must(t, "network", "create", "-d", name, "--ipam-driver", name, "--subnet", sub.String(), "-o", "netalias.network="+netName, netName)
-	t.Cleanup(func() { d.quiet("network", "rm", netName) })
+	t.Cleanup(func() { d.removeNetwork(netName) })
 	info, err := be.Network(netName)
 	if err != nil || info.Subnet != sub || info.Gateway != sub.Addr().Next() {
 		t.Fatalf("backend network %+v (%v), want %s with gateway %s", info, err, sub, sub.Addr().Next())
@@ -790,7 +822,7 @@ func TestDockerDriverProtocol(t *testing.T) {
 	inner := natestName("natest")
 	isub := netip.MustParsePrefix(fmt.Sprintf("10.208.%d.0/24", 1+rand.IntN(250)))
 	d.engine.must(t, "network", "create", "-d", name, "--ipam-driver", name, "--internal", "--subnet", isub.String(), "-o", "netalias.network="+inner, inner)
-	t.Cleanup(func() { d.quiet("network", "rm", inner) })
+	t.Cleanup(func() { d.removeNetwork(inner) })
 	c3 := "c3-" + netName
 	d.engine.run(t, c3, "--stop-timeout", "1", "--network", inner, img, "sleep", "3600")
 	if out := d.engine.must(t, "exec", c3, "ip", "route"); strings.Contains(out, "default") {
@@ -798,6 +830,33 @@ func TestDockerDriverProtocol(t *testing.T) {
 	}
 	if out := d.quiet("network", "ls", "-q", "--filter", "name=docker_gwbridge"); strings.TrimSpace(out) != "" {
 		t.Errorf("Docker attached docker_gwbridge to an internal network's container")
+	}
+
+	// Dual stack, subnets chosen by the backend (no --subnet): Docker asks
+	// our IPAM for both pools and both addresses.
+	dual := natestName("natest")
+	d.engine.must(t, "network", "create", "-d", name, "--ipam-driver", name, "--ipv6", "-o", "netalias.network="+dual, dual)
+	t.Cleanup(func() { d.removeNetwork(dual) })
+	dinfo, err := be.Network(dual)
+	if err != nil || !dinfo.Subnet.IsValid() || !dinfo.Subnet6.IsValid() {
+		t.Fatalf("dual-stack network in the backend: %+v %v", dinfo, err)
+	}
+	c5 := "c5-" + netName
+	d.engine.run(t, c5, "--stop-timeout", "1", "--network", dual, img, "sleep", "3600")
+	ip6 := d.engine.must(t, "inspect", "-f", `{{(index .NetworkSettings.Networks "`+dual+`").GlobalIPv6Address}}`, c5)
+	if a, err := netip.ParseAddr(ip6); err != nil || !dinfo.Subnet6.Contains(a) {
+		t.Errorf("c5's IPv6 address %q, want one in %s", ip6, dinfo.Subnet6)
+	}
+	if out := d.engine.must(t, "exec", c5, "ip", "-6", "route"); !strings.Contains(out, "default via "+dinfo.Gateway6.String()) {
+		t.Errorf("c5's IPv6 routes, want the default via %s:\n%s", dinfo.Gateway6, out)
+	}
+	d.engine.must(t, "rm", "-f", c5)
+	d.engine.must(t, "network", "rm", dual)
+	be.mu.Lock()
+	_, dualLeft := be.nets[dual]
+	be.mu.Unlock()
+	if dualLeft {
+		t.Errorf("dual-stack network left in the backend")
 	}
 
 	// Removal: endpoints, addresses, networks.
