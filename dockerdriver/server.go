@@ -131,8 +131,13 @@ func (s *Server) Listen() error {
 		c.Close()
 		return fmt.Errorf("plugin socket %s is in use: is plugin %q already running?", s.socket, s.name)
 	}
-	if err := os.Remove(s.socket); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("stale plugin socket: %w", err)
+	if fi, err := os.Lstat(s.socket); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return fmt.Errorf("plugin socket %s exists and is not a socket", s.socket)
+		}
+		if err := os.Remove(s.socket); err != nil {
+			return fmt.Errorf("stale plugin socket: %w", err)
+		}
 	}
 	ln, err := net.Listen("unix", s.socket)
 	if err != nil {

@@ -950,3 +950,20 @@ func BenchmarkContainerProtocol(b *testing.B) {
 		call("IpamDriver.ReleaseAddress", &ipamapi2.ReleaseAddressRequest{PoolID: pr.PoolID, Address: a.Addr().String()}, &ipamapi2.ReleaseAddressResponse{})
 	}
 }
+
+func TestSocketPathNotASocket(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "natest.sock")
+	if err := os.WriteFile(p, []byte("keep"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(Config{Name: "natest", Socket: p, StateDir: t.TempDir(), Backend: newFake()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Listen(); err == nil || !strings.Contains(err.Error(), "is not a socket") {
+		t.Fatalf("Listen over a regular file: %v", err)
+	}
+	if b, _ := os.ReadFile(p); string(b) != "keep" {
+		t.Errorf("the file was replaced")
+	}
+}
