@@ -33,7 +33,9 @@ func (f *fakeKernel) add(l netlink.Link) netlink.Link {
 	return l
 }
 
-func (f *fakeKernel) log(format string, a ...any) { f.writes = append(f.writes, fmt.Sprintf(format, a...)) }
+func (f *fakeKernel) log(format string, a ...any) {
+	f.writes = append(f.writes, fmt.Sprintf(format, a...))
+}
 
 func (f *fakeKernel) byName(name string) netlink.Link {
 	for _, l := range f.links {
