@@ -43,8 +43,6 @@ type plan struct {
 	Add []entry
 }
 
-func (p plan) empty() bool { return len(p.Del) == 0 && len(p.Add) == 0 }
-
 // desired computes the table a network's VXLAN device must hold: a flood
 // entry for every peer VTEP but our own, and a unicast entry for every
 // remote endpoint on such a peer. Endpoints of hosts that are not peers

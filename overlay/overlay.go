@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
 
 	"github.com/netalias/netalias/internal/nlsafe"
 	"github.com/vishvananda/netlink"
@@ -62,8 +63,10 @@ type NetworkSpec struct {
 	Underlay string     // underlay device; "": the device holding Local
 }
 
-// Overlay programs the VXLAN devices of one network namespace.
+// Overlay programs the VXLAN devices of one network namespace. Its
+// methods may be called from several goroutines; they run one at a time.
 type Overlay struct {
+	mu     sync.Mutex
 	k      Kernel
 	closer func()
 }
@@ -138,6 +141,8 @@ func checkPeers(s NetworkSpec, peers []Peer) error {
 // underlay). The agent gives the bridge's veths the same MTU: a bigger
 // frame is dropped silently by the bridge at the VXLAN port.
 func (o *Overlay) MTU(spec NetworkSpec) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
 	if spec.MTU != 0 {
 		return spec.MTU, nil
 	}
@@ -190,6 +195,8 @@ func (o *Overlay) underlay(spec NetworkSpec) (netlink.Link, error) {
 // records in conflict (one MAC on two hosts, a bad MAC) are left out and
 // reported in the error after everything else is applied.
 func (o *Overlay) Ensure(spec NetworkSpec, peers []Peer, remotes []Remote) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
 	if err := spec.validate(); err != nil {
 		return err
 	}
@@ -341,6 +348,8 @@ func (o *Overlay) syncFDB(spec NetworkSpec, dev int, want map[entry]bool) error 
 // on it, so it works after a restart); its forwarding table goes with it.
 // No device is not an error. The bridge is the agent's.
 func (o *Overlay) Remove(network string) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
 	links, err := nlsafe.Retry(o.k.LinkList)
 	if err != nil {
 		return fmt.Errorf("overlay of network %s: list links: %w", network, err)
@@ -358,6 +367,8 @@ func (o *Overlay) Remove(network string) error {
 // Networks lists the networks that have an overlay device here, so that a
 // resync can Remove those the cluster no longer has.
 func (o *Overlay) Networks() ([]string, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
 	links, err := nlsafe.Retry(o.k.LinkList)
 	if err != nil {
 		return nil, fmt.Errorf("overlay: list links: %w", err)
