@@ -56,7 +56,7 @@ const proposedRule = `table inet netalias-overlay-proposed {
 
 func TestOverlayKernel(t *testing.T) {
 	requireKernel(t)
-	tp := newTopo(t)
+	tp := newTopo(t, false)
 	a := tp.addNet(tp.prefix+"a", "na-ova", 0x100, "10.207.16.0/22", false, "h1", "h2", "h3")
 	b := tp.addNet(tp.prefix+"b", "na-ovb", 0x101, "10.207.20.0/22", true, "h1", "h2")
 	a1 := tp.attach("a1", a, "h1", "10.207.17.1")
@@ -216,6 +216,36 @@ func TestOverlayKernel(t *testing.T) {
 	})
 }
 
+// An IPv6 underlay costs 20 more bytes of outer header: MTU 1430 on a
+// 1500-byte link, and the VTEPs of the table are IPv6.
+func TestOverlayKernelIPv6Underlay(t *testing.T) {
+	requireKernel(t)
+	tp := newTopo(t, true)
+	a := tp.addNet(tp.prefix+"a", "na-ova", 0x200, "10.207.24.0/22", false, "h1", "h2")
+	a1 := tp.attach("a1", a, "h1", "10.207.25.1")
+	a2 := tp.attach("a2", a, "h2", "10.207.25.2")
+	tp.ensureAll()
+	tp.syncFirewall()
+	h1 := tp.host("h1")
+	l, err := h1.h.LinkByName("nvx200")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Attrs().MTU != 1430 {
+		t.Errorf("nvx200 MTU %d, want 1430 (1500 - 70)", l.Attrs().MTU)
+	}
+	want := []string{"00:00:00:00:00:00 dst fd00:207::12", "02:42:0a:cf:19:02 dst fd00:207::12"}
+	if got := sorted(tp.fdb(h1, 0x200)); !slices.Equal(got, want) {
+		t.Errorf("h1 table = %q, want %q", got, want)
+	}
+	if out, ok := tp.ping(a1, a2.ip, "-M", "do", "-c2", "-i0.2", "-W2", "-s", "1402"); !ok {
+		t.Errorf("largest DF ping (1402) over the IPv6 underlay failed:\n%s", out)
+	}
+	if out, ok := tp.ping(a1, a2.ip, "-M", "do", "-c1", "-W2", "-s", "1403"); ok || !strings.Contains(strings.ToLower(out), "message too long") {
+		t.Errorf("1403-byte DF ping: ok=%v, want a local \"message too long\":\n%s", ok, out)
+	}
+}
+
 func sorted(s []string) []string { sort.Strings(s); return s }
 
 // BenchmarkRTT compares ping round trips across hosts (over VXLAN) with a
@@ -224,7 +254,7 @@ func sorted(s []string) []string { sort.Strings(s); return s }
 // ./overlay -run '^$' -bench RTT -benchtime 1x
 func BenchmarkRTT(b *testing.B) {
 	requireKernel(b)
-	tp := newTopo(b)
+	tp := newTopo(b, false)
 	a := tp.addNet(tp.prefix+"a", "na-ova", 0x100, "10.207.16.0/22", false, "h1", "h2")
 	a1 := tp.attach("a1", a, "h1", "10.207.17.1")
 	a1b := tp.attach("a1b", a, "h1", "10.207.17.11")

@@ -114,10 +114,10 @@ func (tp *topo) mustExec(ns string, args ...string) string {
 }
 
 // newTopo builds the underlay: a switch namespace with bridge ul and
-// three hosts at 10.207.0.11–13 on 1500-byte links, each with IPv4
+// three hosts at 10.207.0.11–13 (v6: fd00:207::11–13) on 1500-byte links, each with IPv4
 // forwarding and a `filter FORWARD` chain with policy drop (ip and ip6),
 // as Docker leaves it, br_netfilter being on in every namespace here.
-func newTopo(tb testing.TB) *topo {
+func newTopo(tb testing.TB, v6 bool) *topo {
 	b := make([]byte, 3)
 	rand.Read(b)
 	tp := &topo{tb: tb, prefix: "nat-ov" + hex.EncodeToString(b) + "-", nets: map[string]*tnet{}, ctrs: map[string]*ctr{}}
@@ -135,6 +135,11 @@ func newTopo(tb testing.TB) *topo {
 		hn := fmt.Sprintf("h%d", i)
 		name, h := tp.addNS(hn)
 		hs := &host{name: hn, ns: name, h: h, vtep: netip.AddrFrom4([4]byte{10, 207, 0, byte(10 + i)})}
+		addr := &netlink.Addr{IPNet: &net.IPNet{IP: hs.vtep.AsSlice(), Mask: net.CIDRMask(24, 32)}}
+		if v6 {
+			hs.vtep = netip.MustParseAddr(fmt.Sprintf("fd00:207::%d", 10+i))
+			addr = &netlink.Addr{IPNet: &net.IPNet{IP: hs.vtep.AsSlice(), Mask: net.CIDRMask(64, 128)}, Flags: unix.IFA_F_NODAD}
+		}
 		ns, closeNS := nsFd(tb, name)
 		pa := netlink.NewLinkAttrs()
 		pa.Name, pa.MTU, pa.MasterIndex, pa.Flags = "p"+hn, 1500, ul.Attrs().Index, net.FlagUp
@@ -143,7 +148,7 @@ func newTopo(tb testing.TB) *topo {
 		tp.must(err, "underlay veth of %s", hn)
 		eth, err := h.LinkByName("eth0")
 		tp.must(err, "eth0 in %s", hn)
-		tp.must(h.AddrAdd(eth, &netlink.Addr{IPNet: &net.IPNet{IP: hs.vtep.AsSlice(), Mask: net.CIDRMask(24, 32)}}), "address of %s", hn)
+		tp.must(h.AddrAdd(eth, addr), "address of %s", hn)
 		tp.must(h.LinkSetUp(eth), "eth0 up in %s", hn)
 		tp.mustExec(name, "sysctl", "-qw", "net.ipv4.ip_forward=1")
 		cmd := exec.Command("ip", "netns", "exec", name, "nft", "-f", "-")
