@@ -134,6 +134,13 @@ func TestOverlayKernel(t *testing.T) {
 		unreachable(t, a1, b2.ip, "network a must not reach network b on another host")
 		unreachable(t, b2, a2.ip, "internal network b must not reach network a")
 		unreachable(t, b1, h2.vtep, "internal network b must have no way out")
+		// Every host has a gateway on the shared segment: a container that
+		// routes through another host's gateway meets that host's rules.
+		tp.mustExec(a1.ns, "ip", "route", "replace", "default", "via", a.gw["h2"].String())
+		defer tp.mustExec(a1.ns, "ip", "route", "replace", "default", "via", a.gw["h1"].String())
+		unreachable(t, a1, b2.ip, "network a must not reach network b through h2's gateway")
+		unreachable(t, a1, b1.ip, "network a must not reach network b through h2's gateway")
+		reach(t, a1, a2)
 	})
 
 	t.Run("VXLAN injection needs the proposed rule", func(t *testing.T) {
