@@ -269,7 +269,7 @@ func TestMissingBridgeIsRestored(t *testing.T) {
 		t.Fatal("bridge not restored")
 	}
 	out, _ := run("ip", "-o", "addr", "show", "dev", n.Bridge)
-	if !strings.Contains(out, n.Gateway+"/24") {
+	if !strings.Contains(out, n.Gateway.String()+"/24") {
 		t.Errorf("restored bridge lacks its gateway %s: %q", n.Gateway, out)
 	}
 	ns := testNetns(t)

@@ -95,31 +95,20 @@ func (m *Manager) Connect(spec ConnectSpec) (*state.Endpoint, error) {
 			return nil, fmt.Errorf("endpoint name %q is already in use on network %q (by %s)", name, n.Name, ep.Netns)
 		}
 	}
-	sub, _ := netip.ParsePrefix(n.Subnet)
-	gw, _ := netip.ParseAddr(n.Gateway)
-	sub6, _ := parsePrefix(n.Subnet6)
-	gw6, _ := netip.ParseAddr(n.Gateway6)
+	sub, gw, sub6, gw6 := n.Subnet, n.Gateway, n.Subnet6, n.Gateway6
 	used4 := map[netip.Addr]bool{gw: true}
 	used6 := map[netip.Addr]bool{gw6: true}
 	for _, ep := range f.Endpoints {
-		if a, err := netip.ParseAddr(ep.IPv4); err == nil {
-			used4[a] = true
-		}
-		if a, err := netip.ParseAddr(ep.IPv6); err == nil {
-			used6[a] = true
-		}
+		used4[ep.IPv4] = true
+		used6[ep.IPv6] = true
 	}
 	mem4, mem6 := map[netip.Addr]bool{}, map[netip.Addr]bool{}
 	for who, l := range f.Leases {
 		if who == name {
 			continue
 		}
-		if a, err := netip.ParseAddr(l.IPv4); err == nil {
-			mem4[a] = true
-		}
-		if a, err := netip.ParseAddr(l.IPv6); err == nil {
-			mem6[a] = true
-		}
+		mem4[l.IPv4] = true
+		mem6[l.IPv6] = true
 	}
 	lease := f.Leases[name]
 	if ip4.IsValid() {
@@ -133,8 +122,7 @@ func (m *Manager) Connect(spec ConnectSpec) (*state.Endpoint, error) {
 			return nil, fmt.Errorf("--ip %s is already in use on network %q", ip4, n.Name)
 		}
 	} else {
-		pref, _ := netip.ParseAddr(lease.IPv4)
-		if ip4, err = ipam.AllocAddr(sub, used4, mem4, pref); err != nil {
+		if ip4, err = ipam.AllocAddr(sub, used4, mem4, lease.IPv4); err != nil {
 			return nil, fmt.Errorf("network %q: %w", n.Name, err)
 		}
 	}
@@ -149,8 +137,7 @@ func (m *Manager) Connect(spec ConnectSpec) (*state.Endpoint, error) {
 			return nil, fmt.Errorf("--ip6 %s is already in use on network %q", ip6, n.Name)
 		}
 	} else if sub6.IsValid() {
-		pref, _ := netip.ParseAddr(lease.IPv6)
-		if ip6, err = ipam.AllocAddr(sub6, used6, mem6, pref); err != nil {
+		if ip6, err = ipam.AllocAddr(sub6, used6, mem6, lease.IPv6); err != nil {
 			return nil, fmt.Errorf("network %q: %w", n.Name, err)
 		}
 	}
@@ -209,11 +196,8 @@ func (m *Manager) Connect(spec ConnectSpec) (*state.Endpoint, error) {
 	}
 	ep := state.Endpoint{
 		ID: id, Name: name, Aliases: spec.Aliases, Links: spec.Links,
-		IPv4: ip4.String(), MAC: mac.String(), HostVeth: v.HostName, IfName: ifname,
+		IPv4: ip4, IPv6: ip6, MAC: mac.String(), HostVeth: v.HostName, IfName: ifname,
 		Netns: ref.Path, Container: ref.Path, Created: now(), Owner: spec.Owner,
-	}
-	if ip6.IsValid() {
-		ep.IPv6 = ip6.String()
 	}
 	f.Endpoints = append(f.Endpoints[:len(f.Endpoints):len(f.Endpoints)], ep)
 	f.PendingDelete = oldPending
@@ -360,7 +344,7 @@ func (m *Manager) updateResolver(snap *store.Snapshot, container string) error {
 	for _, n := range nets {
 		search = append(search, n.Name)
 	}
-	return resolvconf.Write(name, nets[0].Gateway, search)
+	return resolvconf.Write(name, nets[0].Gateway.String(), search)
 }
 
 // fixDefaultRoute gives a container that just lost the network carrying
@@ -372,8 +356,7 @@ func (m *Manager) fixDefaultRoute(snap *store.Snapshot, container string) {
 			continue
 		}
 		if has, err := link.HasDefaultRoute(eps[i].Netns); err == nil && !has {
-			gw, _ := netip.ParseAddr(n.Gateway)
-			link.AddDefaultRoute(eps[i].Netns, eps[i].IfName, gw)
+			link.AddDefaultRoute(eps[i].Netns, eps[i].IfName, n.Gateway)
 		}
 		return
 	}
@@ -381,7 +364,15 @@ func (m *Manager) fixDefaultRoute(snap *store.Snapshot, container string) {
 
 func epEvent(action string, n state.Network, ep state.Endpoint, reason string) events.Event {
 	return events.Event{Time: now(), Type: "endpoint", Action: action, Network: n.Name,
-		Endpoint: ep.Name, Aliases: ep.Aliases, IPv4: ep.IPv4, IPv6: ep.IPv6, Netns: ep.Netns, Reason: reason}
+		Endpoint: ep.Name, Aliases: ep.Aliases, IPv4: addrString(ep.IPv4), IPv6: addrString(ep.IPv6), Netns: ep.Netns, Reason: reason}
+}
+
+// addrString is a's text, "" for the zero address (events omit it).
+func addrString(a netip.Addr) string {
+	if !a.IsValid() {
+		return ""
+	}
+	return a.String()
 }
 
 // afterPending hands veths pending deletion to the reaper.

@@ -11,10 +11,7 @@
 package agent
 
 import (
-	"crypto/rand"
 	"crypto/sha256"
-	"encoding/hex"
-	"net/netip"
 	"os"
 	"sort"
 	"time"
@@ -95,11 +92,7 @@ func reapGroup(dir string) uint32 {
 	return 0x6e610000 | uint32(sum[0])<<8 | uint32(sum[1])
 }
 
-func newID() string {
-	var b [32]byte
-	rand.Read(b[:])
-	return hex.EncodeToString(b[:])
-}
+func newID() string { return state.NewID() }
 
 // bridgeName derives the bridge from the network ID: "na-" + 12 hex.
 func bridgeName(id string) string { return firewall.BridgePrefix + id[:12] }
@@ -125,18 +118,5 @@ func fwNets(files map[string]*state.File) []firewall.Net {
 }
 
 func toFW(n state.Network) firewall.Net {
-	fn := firewall.Net{Bridge: n.Bridge, Internal: n.Internal}
-	fn.Subnet, _ = parsePrefix(n.Subnet)
-	fn.Subnet6, _ = parsePrefix(n.Subnet6)
-	return fn
+	return firewall.Net{Bridge: n.Bridge, Internal: n.Internal, Subnet: n.Subnet, Subnet6: n.Subnet6}
 }
-
-func parseNet(n state.Network) (gw netip.Addr, sub netip.Prefix, gw6 netip.Addr, sub6 netip.Prefix) {
-	gw, _ = netip.ParseAddr(n.Gateway)
-	sub, _ = parsePrefix(n.Subnet)
-	gw6, _ = netip.ParseAddr(n.Gateway6)
-	sub6, _ = parsePrefix(n.Subnet6)
-	return
-}
-
-func netipPrefix(a netip.Addr, bits int) netip.Prefix { return netip.PrefixFrom(a, bits) }

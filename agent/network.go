@@ -33,11 +33,17 @@ type NetworkSpec struct {
 // ErrNotFound marks unknown networks and endpoints.
 var ErrNotFound = errors.New("not found")
 
-func parsePrefix(s string) (netip.Prefix, error) {
-	if s == "" {
-		return netip.Prefix{}, nil
+// bridgeOf describes network n's bridge: its gateways carry the subnets'
+// prefix lengths.
+func bridgeOf(n state.Network) link.Bridge {
+	br := link.Bridge{Name: n.Bridge, MTU: n.MTU}
+	if n.Subnet.IsValid() && n.Gateway.IsValid() {
+		br.Gateway = netip.PrefixFrom(n.Gateway, n.Subnet.Bits())
 	}
-	return netip.ParsePrefix(s)
+	if n.Subnet6.IsValid() && n.Gateway6.IsValid() {
+		br.Gateway6 = netip.PrefixFrom(n.Gateway6, n.Subnet6.Bits())
+	}
+	return br
 }
 
 // CreateNetwork creates a bridge network. On error nothing is left behind.
@@ -114,8 +120,8 @@ func (m *Manager) CreateNetwork(spec NetworkSpec) (*state.Network, error) {
 	}
 	taken := append([]netip.Prefix(nil), host...)
 	for _, f := range snap.Files {
-		for _, s := range []string{f.Network.Subnet, f.Network.Subnet6} {
-			if p, err := parsePrefix(s); err == nil && p.IsValid() {
+		for _, p := range []netip.Prefix{f.Network.Subnet, f.Network.Subnet6} {
+			if p.IsValid() {
 				taken = append(taken, p)
 			}
 		}
@@ -139,16 +145,13 @@ func (m *Manager) CreateNetwork(spec NetworkSpec) (*state.Network, error) {
 	id := newID()
 	n := state.Network{
 		ID: id, Name: spec.Name, Bridge: bridgeName(id),
-		Subnet: sub.String(), Gateway: gw.String(),
+		Subnet: sub, Gateway: gw, Subnet6: sub6, Gateway6: gw6,
 		Internal: spec.Internal, MTU: spec.MTU, Created: now(),
 	}
-	if sub6.IsValid() {
-		n.Subnet6, n.Gateway6 = sub6.String(), gw6.String()
+	if !sub6.IsValid() {
+		n.Gateway6 = netip.Addr{}
 	}
-	br := link.Bridge{Name: n.Bridge, MTU: n.MTU, Gateway: netip.PrefixFrom(gw, sub.Bits())}
-	if sub6.IsValid() {
-		br.Gateway6 = netip.PrefixFrom(gw6, sub6.Bits())
-	}
+	br := bridgeOf(n)
 	// The file comes first: if this process dies before the end, the next
 	// reconcile finds a network without its bridge and completes it
 	// (restoreBridge, firewall), rather than a bridge nobody knows.
@@ -183,7 +186,7 @@ func (m *Manager) CreateNetwork(spec NetworkSpec) (*state.Network, error) {
 			return rollback(fmt.Errorf("enable IP forwarding: %w", err))
 		}
 	}
-	m.emit(events.Event{Time: now(), Type: "network", Action: "create", Network: n.Name, Subnet: n.Subnet})
+	m.emit(events.Event{Time: now(), Type: "network", Action: "create", Network: n.Name, Subnet: n.Subnet.String()})
 	return &n, nil
 }
 
@@ -191,8 +194,8 @@ func (m *Manager) CreateNetwork(spec NetworkSpec) (*state.Network, error) {
 func overlapError(flag string, p netip.Prefix, snap *store.Snapshot, host []netip.Prefix) error {
 	for _, name := range snap.Names() {
 		n := snap.Files[name].Network
-		for _, s := range []string{n.Subnet, n.Subnet6} {
-			if q, err := parsePrefix(s); err == nil && q.IsValid() && q.Overlaps(p) {
+		for _, q := range []netip.Prefix{n.Subnet, n.Subnet6} {
+			if q.IsValid() && q.Overlaps(p) {
 				return fmt.Errorf("%s %s overlaps network %q (%s)", flag, p, name, q)
 			}
 		}
@@ -254,7 +257,7 @@ func (m *Manager) RemoveNetwork(name string, force bool) error {
 	for _, ev := range evs {
 		m.emit(ev)
 	}
-	m.emit(events.Event{Time: now(), Type: "network", Action: "remove", Network: name, Subnet: f.Network.Subnet})
+	m.emit(events.Event{Time: now(), Type: "network", Action: "remove", Network: name, Subnet: f.Network.Subnet.String()})
 	return nil
 }
 

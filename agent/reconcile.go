@@ -125,15 +125,7 @@ func (m *Manager) reconcile(snap *store.Snapshot) error {
 }
 
 func (m *Manager) restoreBridge(n state.Network) error {
-	gw, sub, gw6, sub6 := parseNet(n)
-	br := link.Bridge{Name: n.Bridge, MTU: n.MTU}
-	if sub.IsValid() && gw.IsValid() {
-		br.Gateway = netipPrefix(gw, sub.Bits())
-	}
-	if sub6.IsValid() && gw6.IsValid() {
-		br.Gateway6 = netipPrefix(gw6, sub6.Bits())
-	}
-	return link.CreateBridge(br)
+	return link.CreateBridge(bridgeOf(n))
 }
 
 // Reap deletes the veths pending deletion. The deletions run without the

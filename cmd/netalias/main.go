@@ -314,9 +314,9 @@ func listNetworks(dir, format string, quiet bool) error {
 	fmt.Fprintln(tw, "NETWORK ID\tNAME\tBRIDGE\tSUBNET\tGATEWAY\tINTERNAL\tENDPOINTS")
 	for _, name := range names {
 		n := snap.Files[name].Network
-		sub := n.Subnet
-		if n.Subnet6 != "" {
-			sub += "," + n.Subnet6
+		sub := n.Subnet.String()
+		if n.Subnet6.IsValid() {
+			sub += "," + n.Subnet6.String()
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%v\t%d\n", n.ID[:12], n.Name, n.Bridge, sub, n.Gateway, n.Internal, len(snap.Files[name].Endpoints))
 	}

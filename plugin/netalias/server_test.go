@@ -3,6 +3,7 @@ package netalias
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -63,9 +64,9 @@ func startServer(t *testing.T, extra string, files ...*state.File) (addr string,
 }
 
 func bigNetwork(n int) *state.File {
-	f := &state.File{Network: state.Network{Name: "big", Subnet: "10.202.4.0/24", Gateway: "10.202.4.1"}}
+	f := &state.File{Network: state.Network{ID: state.NewID(), Name: "big", Subnet: netip.MustParsePrefix("10.202.4.0/24"), Gateway: netip.MustParseAddr("10.202.4.1")}}
 	for i := 0; i < n; i++ {
-		f.Endpoints = append(f.Endpoints, state.Endpoint{Name: fmt.Sprintf("e%d", i), Aliases: []string{"all"}, IPv4: fmt.Sprintf("10.202.4.%d", i+2), Container: fmt.Sprintf("e%d", i)})
+		f.Endpoints = append(f.Endpoints, state.Endpoint{ID: state.NewID(), Name: fmt.Sprintf("e%d", i), Aliases: []string{"all"}, IPv4: netip.MustParseAddr(fmt.Sprintf("10.202.4.%d", i+2)), Container: fmt.Sprintf("e%d", i)})
 	}
 	return f
 }
@@ -112,7 +113,7 @@ func TestServerCacheBypassAndMalformed(t *testing.T) {
 	f := bigNetwork(1)
 	addr, dir := startServer(t, "", f)
 	waitAnswer(t, addr, "e0.big.", 1)
-	f.Endpoints[0].IPv4 = "10.202.4.99"
+	f.Endpoints[0].IPv4 = netip.MustParseAddr("10.202.4.99")
 	if err := state.Write(dir, f); err != nil {
 		t.Fatal(err)
 	}
