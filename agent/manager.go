@@ -12,6 +12,7 @@ package agent
 
 import (
 	"crypto/sha256"
+	"log/slog"
 	"os"
 	"sort"
 	"time"
@@ -37,11 +38,27 @@ type Options struct {
 	// CLI starts a detached `netalias` process that deletes them; nil
 	// means delete them before returning (slow: an RCU grace period each).
 	Reap func()
+	// Kernel is the kernel seam (kernel.go); zero fields are the real
+	// kernel. Tests inject a fake.
+	Kernel Kernel
+	// Log receives best-effort failures and failed undos; nil discards.
+	Log *slog.Logger
+}
+
+// stateFiles is where the Manager writes network files (*store.Store; a
+// test wraps it to fail writes).
+type stateFiles interface {
+	Write(f *state.File) error
+	WriteIntent(f *state.File) error
+	Remove(name string) error
 }
 
 // Manager performs agent operations on one state directory.
 type Manager struct {
 	store *store.Store
+	files stateFiles
+	k     Kernel
+	log   *slog.Logger
 	table string
 	group uint32 // link group of this state directory's pending veths
 	pools []ipam.Pool
@@ -67,7 +84,10 @@ func New(o Options) (*Manager, error) {
 		}
 	}
 	m := &Manager{store: st, table: firewall.TableName(st.Dir, state.DefaultDir), group: reapGroup(st.Dir),
-		pools: pools, emit: o.Emit, reap: o.Reap}
+		pools: pools, emit: o.Emit, reap: o.Reap, files: st, k: o.Kernel.withDefaults(), log: o.Log}
+	if m.log == nil {
+		m.log = slog.New(slog.DiscardHandler)
+	}
 	if m.emit == nil {
 		m.emit = func(events.Event) {}
 	}

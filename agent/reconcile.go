@@ -7,9 +7,7 @@ import (
 	"time"
 
 	"github.com/netalias/netalias/agent/events"
-	"github.com/netalias/netalias/agent/link"
 	"github.com/netalias/netalias/agent/netns"
-	"github.com/netalias/netalias/agent/resolvconf"
 	"github.com/netalias/netalias/agent/store"
 	"github.com/netalias/netalias/state"
 )
@@ -28,104 +26,149 @@ func (m *Manager) Reconcile() error {
 	return nil
 }
 
+// reconciliation collects what one reconcile found across networks.
+type reconciliation struct {
+	evs             []events.Event
+	touched         map[string]bool // containers whose resolver needs a rewrite
+	orphans         map[string]bool // run-owned namespaces to delete
+	bridgesRestored bool
+	hasPending      bool
+}
+
 // reconcile, under the lock, drops endpoints whose host veth vanished
 // (namespace destroyed), reclaims endpoints and namespaces of `netalias
 // run` processes that died, finishes stale pending deletions and restores
 // missing bridges (after a reboot). It writes the files it changed.
 func (m *Manager) reconcile(snap *store.Snapshot) error {
-	links, err := link.LinkNames()
+	links, err := m.k.Links.LinkNames()
 	if err != nil {
 		return err
 	}
-	var evs []events.Event
-	touched := map[string]bool{} // containers whose resolver needs a rewrite
-	orphans := map[string]bool{} // run-owned namespaces to delete
-	bridgesRestored := false
-	hasPending := false
+	r := &reconciliation{touched: map[string]bool{}, orphans: map[string]bool{}}
 	for _, name := range snap.Names() {
 		f := snap.Files[name]
-		changed := false
-		if !links[f.Network.Bridge] {
-			if err := m.restoreBridge(f.Network); err == nil {
-				bridgesRestored = true
-			}
-			// Veths on a vanished bridge vanished with their namespaces or
-			// are unplugged: handled below like any other.
+		m.restoreBridge(f, links, r)
+		changed := m.pruneEndpoints(f, links, r)
+		if m.prunePending(f, links, r) {
+			changed = true
 		}
-		kept := f.Endpoints[:0:0]
-		for _, ep := range f.Endpoints {
-			switch {
-			case !links[ep.HostVeth]:
-				evs = append(evs, epEvent("disconnect", f.Network, ep, "veth vanished"))
-				touched[ep.Container] = true
-				changed = true
-			case ep.Owner != nil && !netns.Alive(ep.Owner.PID, ep.Owner.StartTime):
-				evs = append(evs, epEvent("disconnect", f.Network, ep, "owner process exited"))
-				link.Unplug(ep.HostVeth, ep.Netns, ep.IfName, parkName(ep.ID), m.group)
-				f.PendingDelete = append(f.PendingDelete, state.PendingVeth{Name: ep.HostVeth, Since: now()})
-				touched[ep.Container] = true
-				orphans[ep.Container] = true
-				changed = true
-			default:
-				kept = append(kept, ep)
-			}
-		}
-		f.Endpoints = kept
-		var pending []state.PendingVeth
-		for _, p := range f.PendingDelete {
-			if !links[p.Name] {
-				changed = true
-				continue
-			}
-			// We hold the lock, so no connect is running: an intent record
-			// is what a dead connect left. Otherwise the reaper had its
-			// chance.
-			if p.Creating || time.Since(p.Since) > staleAfter {
-				if err := link.DeleteLink(p.Name); err == nil {
-					changed = true
-					continue
-				}
-			}
-			pending = append(pending, p)
-			hasPending = true
-		}
-		f.PendingDelete = pending
 		if changed {
-			if err := m.store.Write(f); err != nil {
+			if err := m.files.Write(f); err != nil {
 				return err
 			}
 		}
 	}
-	if bridgesRestored {
-		m.syncFirewall(snap)
-	}
-	for c := range touched {
-		if orphans[c] {
-			continue
-		}
-		m.updateResolver(snap, c)
-	}
-	for c := range orphans {
-		if eps, _ := containerEndpoints(snap, c); len(eps) > 0 {
-			continue // still attached elsewhere by a live owner
-		}
-		if filepath.Dir(c) == netns.RunDir {
-			name := filepath.Base(c)
-			resolvconf.Remove(name)
-			netns.Delete(name)
+	if r.bridgesRestored {
+		if err := m.syncFirewall(snap); err != nil {
+			m.log.Warn("firewall not restored", "err", err)
 		}
 	}
-	for _, ev := range evs {
+	m.reclaimOrphans(snap, r)
+	for _, ev := range r.evs {
 		m.emit(ev)
 	}
-	if len(orphans) > 0 && hasPending && m.reap != nil {
+	if len(r.orphans) > 0 && r.hasPending && m.reap != nil {
 		m.reap()
 	}
 	return nil
 }
 
-func (m *Manager) restoreBridge(n state.Network) error {
-	return link.CreateBridge(bridgeOf(n))
+// restoreBridge recreates a network's missing bridge (after a reboot).
+// Veths on a vanished bridge vanished with their namespaces or are
+// unplugged: pruneEndpoints handles them like any other.
+func (m *Manager) restoreBridge(f *state.File, links map[string]bool, r *reconciliation) {
+	if links[f.Network.Bridge] {
+		return
+	}
+	if err := m.k.Links.CreateBridge(bridgeOf(f.Network)); err != nil {
+		m.log.Warn("bridge not restored", "network", f.Network.Name, "bridge", f.Network.Bridge, "err", err)
+		return
+	}
+	r.bridgesRestored = true
+}
+
+// pruneEndpoints drops endpoints whose veth vanished and unplugs those
+// whose `netalias run` owner died. It reports whether f changed.
+func (m *Manager) pruneEndpoints(f *state.File, links map[string]bool, r *reconciliation) bool {
+	changed := false
+	kept := f.Endpoints[:0:0]
+	for _, ep := range f.Endpoints {
+		switch {
+		case !links[ep.HostVeth]:
+			r.evs = append(r.evs, epEvent("disconnect", f.Network, ep, "veth vanished"))
+			r.touched[ep.Container] = true
+			changed = true
+		case ep.Owner != nil && !m.k.Namespaces.Alive(ep.Owner.PID, ep.Owner.StartTime):
+			r.evs = append(r.evs, epEvent("disconnect", f.Network, ep, "owner process exited"))
+			if err := m.k.Veths.Unplug(ep.HostVeth, ep.Netns, ep.IfName, parkName(ep.ID), m.group); err != nil {
+				m.log.Warn("unplug of a dead owner's endpoint failed; the reaper deletes its veth", "endpoint", ep.Name, "network", f.Network.Name, "err", err)
+			}
+			f.PendingDelete = append(f.PendingDelete, state.PendingVeth{Name: ep.HostVeth, Since: now()})
+			r.touched[ep.Container] = true
+			r.orphans[ep.Container] = true
+			changed = true
+		default:
+			kept = append(kept, ep)
+		}
+	}
+	f.Endpoints = kept
+	return changed
+}
+
+// prunePending drops pending entries whose veth is gone and deletes the
+// veths of dead connects (intent records: we hold the lock, so no connect
+// is running) and of entries whose reaper had its chance. It reports
+// whether f changed.
+func (m *Manager) prunePending(f *state.File, links map[string]bool, r *reconciliation) bool {
+	changed := false
+	var pending []state.PendingVeth
+	for _, p := range f.PendingDelete {
+		if !links[p.Name] {
+			changed = true
+			continue
+		}
+		if p.Creating || time.Since(p.Since) > staleAfter {
+			err := m.k.Links.DeleteLink(p.Name)
+			if err == nil {
+				changed = true
+				continue
+			}
+			m.log.Warn("pending veth not deleted", "veth", p.Name, "network", f.Network.Name, "err", err)
+		}
+		pending = append(pending, p)
+		r.hasPending = true
+	}
+	f.PendingDelete = pending
+	return changed
+}
+
+// reclaimOrphans refreshes the resolver files of touched containers and
+// deletes the namespaces (and resolver files) of dead `netalias run`
+// owners that no live endpoint uses any more.
+func (m *Manager) reclaimOrphans(snap *store.Snapshot, r *reconciliation) {
+	for c := range r.touched {
+		if r.orphans[c] {
+			continue
+		}
+		if err := m.updateResolver(snap, c); err != nil {
+			m.log.Warn("resolver file not updated", "container", c, "err", err)
+		}
+	}
+	for c := range r.orphans {
+		if eps, _ := containerEndpoints(snap.Files, c); len(eps) > 0 {
+			continue // still attached elsewhere by a live owner
+		}
+		if filepath.Dir(c) != netns.RunDir {
+			continue
+		}
+		name := filepath.Base(c)
+		if err := m.k.Resolver.Remove(name); err != nil {
+			m.log.Warn("resolver file not removed", "namespace", name, "err", err)
+		}
+		if err := m.k.Namespaces.Delete(name); err != nil {
+			m.log.Warn("namespace of a dead owner not deleted", "namespace", name, "err", err)
+		}
+	}
 }
 
 // Reap deletes the veths pending deletion. The deletions run without the
@@ -140,12 +183,7 @@ func (m *Manager) Reap() error {
 		}
 		if len(names) == 0 {
 			// Entries whose veth is already gone: let reconcile drop them.
-			lk, _, err := m.begin()
-			if err != nil {
-				return err
-			}
-			lk.Unlock()
-			return nil
+			return m.Reconcile()
 		}
 		rl, err := os.OpenFile(filepath.Join(m.store.Dir, "reap.lock"), os.O_CREATE|os.O_RDWR, 0o644)
 		if err != nil {
@@ -161,12 +199,10 @@ func (m *Manager) Reap() error {
 				break
 			}
 			m.deletePending(names)
-			lk, _, err := m.begin() // reconcile drops entries whose link is gone
-			if err != nil {
+			if err := m.Reconcile(); err != nil { // drops entries whose link is gone
 				rl.Close()
 				return err
 			}
-			lk.Unlock()
 		}
 		rl.Close()
 		// A disconnect may have queued a veth after our last look and
@@ -182,7 +218,11 @@ func (m *Manager) deletePending(names []string) {
 	for _, n := range names {
 		pending[n] = true
 	}
-	if members, err := link.GroupMembers(m.group); err == nil && len(members) > 0 {
+	members, err := m.k.Links.GroupMembers(m.group)
+	if err != nil {
+		m.log.Warn("link group not listed; deleting one by one", "group", m.group, "err", err)
+	}
+	if len(members) > 0 {
 		ours := true
 		for _, n := range members {
 			if !pending[n] {
@@ -190,14 +230,20 @@ func (m *Manager) deletePending(names []string) {
 				break
 			}
 		}
-		if ours && link.DeleteGroup(m.group) == nil {
-			for _, n := range members {
-				delete(pending, n)
+		if ours {
+			if err := m.k.Links.DeleteGroup(m.group); err != nil {
+				m.log.Warn("link group not deleted; deleting one by one", "group", m.group, "err", err)
+			} else {
+				for _, n := range members {
+					delete(pending, n)
+				}
 			}
 		}
 	}
 	for n := range pending {
-		link.DeleteLink(n)
+		if err := m.k.Links.DeleteLink(n); err != nil {
+			m.log.Warn("pending veth not deleted", "veth", n, "err", err)
+		}
 	}
 }
 
@@ -224,7 +270,7 @@ func (m *Manager) pendingNames() (names []string, entries int) {
 	if err != nil {
 		return nil, 0
 	}
-	links, err := link.LinkNames()
+	links, err := m.k.Links.LinkNames()
 	if err != nil {
 		return nil, 0
 	}
