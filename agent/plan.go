@@ -246,6 +246,9 @@ func missingRoutes(n state.Network, ep state.Endpoint, has4, has6 bool) []netip.
 	if !has4 && n.Gateway.IsValid() && ep.IPv4.IsValid() {
 		out = append(out, n.Gateway)
 	}
+	if !has6 && n.Gateway6.IsValid() && ep.IPv6.IsValid() {
+		out = append(out, n.Gateway6)
+	}
 	return out
 }
 

@@ -142,7 +142,8 @@ func CheckSubnet(flag string, subnet netip.Prefix, gateway netip.Addr, want4 boo
 	if subnet.Bits() > max {
 		return fmt.Errorf("%s %s is too small for a gateway and endpoints", flag, subnet)
 	}
-	return CheckHost("gateway", subnet, gateway)
+	// --subnet pairs with --gateway, --subnet6 with --gateway6.
+	return CheckHost(strings.Replace(flag, "subnet", "gateway", 1), subnet, gateway)
 }
 
 // CheckHost checks that a is a usable host address of subnet.
