@@ -329,7 +329,7 @@ func TestDeadConnectIntentIsCleaned(t *testing.T) {
 	m.store.Write(f)
 	lk.Unlock()
 	// A reaper must leave an intent alone (its connect may be running)...
-	if names, _ := m.pendingNames(); len(names) != 0 {
+	if names, _, _ := m.pendingNames(); len(names) != 0 {
 		t.Fatalf("reaper would delete an intent record's veth: %v", names)
 	}
 	// ...a command holding the lock knows the connect is dead.

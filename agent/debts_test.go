@@ -2,7 +2,9 @@ package agent
 
 import (
 	"slices"
+	"strings"
 	"testing"
+	"time"
 )
 
 // Debts from the review of issue 8, each with a test that failed before
@@ -26,5 +28,48 @@ func TestFakeDualStackDefaultRoutesMoveOnDisconnect(t *testing.T) {
 	got := fk.State().Netns[p][ep2.IfName].Routes
 	if !slices.Equal(got, []netipAddr{n2.Gateway, n2.Gateway6}) {
 		t.Errorf("default routes after leaving n1: %v, want via %s and %s", got, n2.Gateway, n2.Gateway6)
+	}
+}
+
+// A veth that refuses deletion must not make the reaper spin forever: it
+// gives up after a bounded number of attempts with backoff and says which
+// veth is left (a later reconcile or agent cycle tries again).
+func TestFakeReaperGivesUpOnAStuckVeth(t *testing.T) {
+	m, fk, _ := newFakeManager(t)
+	m.reap = func() {} // reap by hand below
+	m.reapBackoff = time.Millisecond
+	mustCreate(t, m, NetworkSpec{Name: "n1", Subnet: "10.201.140.0/24"})
+	fk.AddNetns("c1")
+	ep := mustConnect(t, m, ConnectSpec{Network: "n1", Netns: "c1"})
+	if err := m.Disconnect("n1", "c1"); err != nil {
+		t.Fatal(err)
+	}
+	fk.RefuseDelete = map[string]bool{ep.HostVeth: true}
+	done := make(chan error, 1)
+	go func() { done <- m.Reap() }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), ep.HostVeth) {
+			t.Errorf("Reap() = %v, want an error naming %s", err, ep.HostVeth)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the reaper is still spinning on a veth that refuses deletion")
+	}
+	deletes := 0
+	for _, c := range fk.Calls() {
+		if strings.HasPrefix(c, "DeleteLink "+ep.HostVeth) || strings.HasPrefix(c, "DeleteGroup") {
+			deletes++
+		}
+	}
+	if deletes == 0 || deletes > 2*reapAttempts {
+		t.Errorf("%d deletion attempts, want 1..%d", deletes, 2*reapAttempts)
+	}
+	// Once the kernel lets go, the next reap finishes the job.
+	fk.RefuseDelete = nil
+	if err := m.Reap(); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := fk.State().Links[ep.HostVeth]; ok {
+		t.Error("veth still there")
 	}
 }

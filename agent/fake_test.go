@@ -418,7 +418,7 @@ func TestFakeDeadConnectIntentIsCleaned(t *testing.T) {
 	if err := m.store.Write(f); err != nil {
 		t.Fatal(err)
 	}
-	if names, _ := m.pendingNames(); len(names) != 0 {
+	if names, _, _ := m.pendingNames(); len(names) != 0 {
 		t.Fatalf("reaper would delete an intent record's veth: %v", names)
 	}
 	if err := m.Reconcile(); err != nil {

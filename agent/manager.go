@@ -64,6 +64,8 @@ type Manager struct {
 	pools []ipam.Pool
 	emit  func(events.Event)
 	reap  func()
+	// reapBackoff is the first pause between the reaper's attempts.
+	reapBackoff time.Duration
 }
 
 // New opens the state directory.
@@ -84,7 +86,7 @@ func New(o Options) (*Manager, error) {
 		}
 	}
 	m := &Manager{store: st, table: firewall.TableName(st.Dir, state.DefaultDir), group: reapGroup(st.Dir),
-		pools: pools, emit: o.Emit, reap: o.Reap, files: st, k: o.Kernel.withDefaults(), log: o.Log}
+		pools: pools, emit: o.Emit, reap: o.Reap, files: st, k: o.Kernel.withDefaults(), log: o.Log, reapBackoff: 50 * time.Millisecond}
 	if m.log == nil {
 		m.log = slog.New(slog.DiscardHandler)
 	}

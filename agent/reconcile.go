@@ -1,8 +1,11 @@
 package agent
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
+	"strings"
 	"syscall"
 	"time"
 
@@ -15,6 +18,9 @@ import (
 // staleAfter is how long a pending veth may wait for its reaper before a
 // reconcile deletes it itself (the reaper was killed, the machine crashed).
 const staleAfter = 10 * time.Second
+
+// reapAttempts bounds the reaper's passes over veths that stay pending.
+const reapAttempts = 5
 
 // Reconcile brings the state in line with the kernel (see reconcile).
 func (m *Manager) Reconcile() error {
@@ -175,9 +181,15 @@ func (m *Manager) reclaimOrphans(snap *store.Snapshot, r *reconciliation) {
 // state lock (each waits for an RCU grace period), and only one reaper per
 // state directory works at a time: a reaper started while another runs
 // leaves the work to it, and the running one looks again before it goes.
+// A veth the kernel will not delete is tried reapAttempts times with
+// growing pauses, then left (named in the error) for a later reconcile or
+// agent cycle.
 func (m *Manager) Reap() error {
 	for {
-		names, entries := m.pendingNames()
+		names, entries, err := m.pendingNames()
+		if err != nil {
+			return err
+		}
 		if entries == 0 {
 			return nil
 		}
@@ -193,20 +205,39 @@ func (m *Manager) Reap() error {
 			rl.Close()
 			return nil // another reaper is at work and will look again
 		}
-		for {
-			names, _ := m.pendingNames()
-			if len(names) == 0 {
-				break
-			}
-			m.deletePending(names)
-			if err := m.Reconcile(); err != nil { // drops entries whose link is gone
-				rl.Close()
-				return err
-			}
-		}
+		err = m.reapLocked()
 		rl.Close()
+		if err != nil {
+			return err
+		}
 		// A disconnect may have queued a veth after our last look and
 		// seen our lock: look once more now that it is released.
+	}
+}
+
+// reapLocked deletes pending veths until none is left, at most
+// reapAttempts passes, holding the reap lock.
+func (m *Manager) reapLocked() error {
+	pause := m.reapBackoff
+	for attempt := 1; ; attempt++ {
+		names, _, err := m.pendingNames()
+		if err != nil {
+			return err
+		}
+		if len(names) == 0 {
+			return nil
+		}
+		if attempt > reapAttempts {
+			return fmt.Errorf("reap: %d veth(s) still pending after %d attempts: %s", len(names), reapAttempts, strings.Join(names, ", "))
+		}
+		if attempt > 1 {
+			time.Sleep(pause)
+			pause *= 2
+		}
+		m.deletePending(names)
+		if err := m.Reconcile(); err != nil { // drops entries whose link is gone
+			return err
+		}
 	}
 }
 
@@ -263,16 +294,16 @@ func ReaperRunning(stateDir string) bool {
 	return false
 }
 
-// pendingNames lists veths pending deletion that still exist, and counts
-// all pending entries.
-func (m *Manager) pendingNames() (names []string, entries int) {
+// pendingNames lists veths pending deletion that still exist (sorted),
+// and counts all pending entries.
+func (m *Manager) pendingNames() (names []string, entries int, err error) {
 	snap, err := m.store.Load()
 	if err != nil {
-		return nil, 0
+		return nil, 0, err
 	}
 	links, err := m.k.Links.LinkNames()
 	if err != nil {
-		return nil, 0
+		return nil, 0, err
 	}
 	for _, f := range snap.Files {
 		for _, p := range f.PendingDelete {
@@ -284,5 +315,6 @@ func (m *Manager) pendingNames() (names []string, entries int) {
 			}
 		}
 	}
-	return names, entries
+	sort.Strings(names)
+	return names, entries, nil
 }
