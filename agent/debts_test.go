@@ -1,10 +1,13 @@
 package agent
 
 import (
+	"context"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/netalias/netalias/agent/internal/fakekernel"
 )
 
 // Debts from the review of issue 8, each with a test that failed before
@@ -71,5 +74,28 @@ func TestFakeReaperGivesUpOnAStuckVeth(t *testing.T) {
 	}
 	if _, ok := fk.State().Links[ep.HostVeth]; ok {
 		t.Error("veth still there")
+	}
+}
+
+// Daemon.Run returns when its event socket fails instead of running on
+// deaf, and its goroutines end with it.
+func TestFakeDaemonRunReturnsServeError(t *testing.T) {
+	fk := fakekernel.New()
+	d, err := NewDaemon(Options{StateDir: t.TempDir(),
+		Kernel: Kernel{Links: fk, Veths: fk, Sysctl: fk, Firewall: fk, Resolver: fk, Namespaces: fk}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ran := make(chan error, 1)
+	go func() { ran <- d.Run(context.Background(), time.Hour) }()
+	time.Sleep(50 * time.Millisecond)
+	d.srv.Close()
+	select {
+	case err := <-ran:
+		if err == nil || !strings.Contains(err.Error(), "event socket") {
+			t.Errorf("Run() = %v, want the event socket's error", err)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("Run kept going after its event socket failed")
 	}
 }

@@ -41,7 +41,8 @@ type Options struct {
 	// Kernel is the kernel seam (kernel.go); zero fields are the real
 	// kernel. Tests inject a fake.
 	Kernel Kernel
-	// Log receives best-effort failures and failed undos; nil discards.
+	// Log receives best-effort failures and failed undos; nil means
+	// slog.Default() (stderr).
 	Log *slog.Logger
 }
 
@@ -88,7 +89,7 @@ func New(o Options) (*Manager, error) {
 	m := &Manager{store: st, table: firewall.TableName(st.Dir, state.DefaultDir), group: reapGroup(st.Dir),
 		pools: pools, emit: o.Emit, reap: o.Reap, files: st, k: o.Kernel.withDefaults(), log: o.Log, reapBackoff: 50 * time.Millisecond}
 	if m.log == nil {
-		m.log = slog.New(slog.DiscardHandler)
+		m.log = slog.Default()
 	}
 	if m.emit == nil {
 		m.emit = func(events.Event) {}
