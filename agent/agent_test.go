@@ -412,3 +412,31 @@ func TestReapByGroupDeletesOnlyOurs(t *testing.T) {
 		t.Errorf("pending list not drained: %+v", p)
 	}
 }
+
+// A dual-stack container that leaves the network carrying its default
+// routes gets both back through its other network (real kernel).
+func TestDualStackDefaultRoutesMove(t *testing.T) {
+	m := newTestManager(t)
+	sub6 := func(s string) string { // 10.201.N.0/24 → fd00:201:N::/64
+		return "fd00:201:" + strings.Split(s, ".")[2] + "::/64"
+	}
+	s1, s2 := testSubnet(), testSubnet()
+	n1, n2 := "ds1"+rnd()[:4], "ds2"+rnd()[:4]
+	createNet(t, m, NetworkSpec{Name: n1, Subnet: s1, Subnet6: sub6(s1)})
+	createNet(t, m, NetworkSpec{Name: n2, Subnet: s2, Subnet6: sub6(s2)})
+	ns := testNetns(t)
+	if _, err := m.Connect(ConnectSpec{Network: n1, Netns: ns}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Connect(ConnectSpec{Network: n2, Netns: ns}); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Disconnect(n1, ns); err != nil {
+		t.Fatal(err)
+	}
+	v4, v6, err := link.DefaultRoutes(ns)
+	if err != nil || !v4 || !v6 {
+		out, _ := run("ip", "netns", "exec", strings.TrimPrefix(ns, netns.RunDir+"/"), "ip", "-d", "route", "show", "table", "all")
+		t.Fatalf("default routes after leaving %s: v4 %v v6 %v (%v)\n%s", n1, v4, v6, err, out)
+	}
+}
