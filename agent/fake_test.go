@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -464,5 +466,88 @@ func TestFakeDeadOwnerIsReclaimed(t *testing.T) {
 	}
 	if snap, _ := m.Snapshot(); len(snap.Files["n1"].Endpoints)+len(snap.Files["n1"].PendingDelete) != 0 {
 		t.Errorf("state after reclaim: %+v", snap.Files["n1"])
+	}
+}
+
+// Release (the end of `netalias run`) disconnects the container from
+// every network and deletes its namespace and resolver file.
+func TestFakeReleaseDisconnectsEverywhere(t *testing.T) {
+	m, fk, _ := newFakeManager(t)
+	mustCreate(t, m, NetworkSpec{Name: "n1", Subnet: "10.201.140.0/24"})
+	mustCreate(t, m, NetworkSpec{Name: "n2", Subnet: "10.201.141.0/24", Internal: true})
+	p := fk.AddNetns("run1")
+	fk.AddNetns("other")
+	mustConnect(t, m, ConnectSpec{Network: "n1", Netns: "run1"})
+	mustConnect(t, m, ConnectSpec{Network: "n2", Netns: "run1"})
+	mustConnect(t, m, ConnectSpec{Network: "n1", Netns: "other"})
+	if err := m.Release(p); err != nil {
+		t.Fatal(err)
+	}
+	snap, _ := m.Snapshot()
+	if len(snap.Files["n1"].Endpoints) != 1 || snap.Files["n1"].Endpoints[0].Name != "other" || len(snap.Files["n2"].Endpoints) != 0 {
+		t.Errorf("endpoints after release: n1 %+v n2 %+v", snap.Files["n1"].Endpoints, snap.Files["n2"].Endpoints)
+	}
+	st := fk.State()
+	if _, ok := st.Netns[p]; ok || !slices.Equal(st.DeletedNS, []string{"run1"}) {
+		t.Errorf("namespace not deleted: %v", st.DeletedNS)
+	}
+	if _, ok := st.Resolv["run1"]; ok {
+		t.Error("resolver file left")
+	}
+	if _, ok := st.Resolv["other"]; !ok {
+		t.Error("another container's resolver file went too")
+	}
+}
+
+// Bad input changes nothing and names what is wrong.
+func TestFakeBadInputChangesNothing(t *testing.T) {
+	m, fk, _ := newFakeManager(t)
+	mustCreate(t, m, NetworkSpec{Name: "n1", Subnet: "10.201.140.0/24"})
+	fk.AddNetns("c1")
+	mustConnect(t, m, ConnectSpec{Network: "n1", Netns: "c1"})
+	fk.AddNetns("c2")
+	for _, tc := range []struct {
+		name    string
+		op      func() error
+		wantErr string
+	}{
+		{"unknown network", func() error { _, err := m.Connect(ConnectSpec{Network: "nope", Netns: "c2"}); return err }, `network "nope" not found`},
+		{"unknown namespace", func() error { _, err := m.Connect(ConnectSpec{Network: "n1", Netns: "zz"}); return err }, `namespace "zz"`},
+		{"connected twice", func() error { _, err := m.Connect(ConnectSpec{Network: "n1", Netns: "c1"}); return err }, "already connected"},
+		{"name in use", func() error { _, err := m.Connect(ConnectSpec{Network: "n1", Netns: "c2", Name: "c1"}); return err }, "already in use"},
+		{"--ip outside", func() error {
+			_, err := m.Connect(ConnectSpec{Network: "n1", Netns: "c2", IP: "10.9.9.9"})
+			return err
+		}, "--ip 10.9.9.9"},
+		{"--ip6 on a v4 network", func() error {
+			_, err := m.Connect(ConnectSpec{Network: "n1", Netns: "c2", IP6: "fd00::9"})
+			return err
+		}, "no IPv6 subnet"},
+		{"network exists", func() error { _, err := m.CreateNetwork(NetworkSpec{Name: "n1"}); return err }, "already exists"},
+		{"subnet overlaps", func() error {
+			_, err := m.CreateNetwork(NetworkSpec{Name: "n2", Subnet: "10.201.140.128/25"})
+			return err
+		}, `overlaps network "n1"`},
+		{"subnet overlaps the host", func() error {
+			fk.Host = []netip.Prefix{netip.MustParsePrefix("10.201.150.0/24")}
+			_, err := m.CreateNetwork(NetworkSpec{Name: "n2", Subnet: "10.201.150.0/24"})
+			fk.Host = nil
+			return err
+		}, "already in use on this host"},
+		{"disconnect not connected", func() error { return m.Disconnect("n1", "c2") }, "not connected"},
+		{"rm unknown", func() error { return m.RemoveNetwork("nope", false) }, "not found"},
+		{"rm with endpoints", func() error { return m.RemoveNetwork("n1", false) }, "--force"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := capture(t, m, fk)
+			fk.FailNth(0)
+			checkErr(t, tc.op(), tc.wantErr)
+			if calls := fk.Calls(); len(calls) != 0 {
+				t.Errorf("bad input made kernel or state calls: %q", calls)
+			}
+			if d := before.diff(capture(t, m, fk)); d != "" {
+				t.Errorf("bad input changed things:\n%s", d)
+			}
+		})
 	}
 }

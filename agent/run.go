@@ -151,8 +151,10 @@ func (m *Manager) Release(nsPath string) error {
 			if ep.Container != nsPath {
 				continue
 			}
-			if err := m.detach(snap, f, i); err != nil && firstErr == nil {
-				firstErr = err
+			if err := m.detach(snap, f, i); err != nil {
+				if firstErr == nil {
+					firstErr = err
+				}
 				continue
 			}
 			m.emit(epEvent("disconnect", f.Network, ep, ""))
