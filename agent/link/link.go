@@ -181,33 +181,27 @@ type Veth struct {
 // interface name used inside. On error the pair is deleted (an undo that
 // fails is part of the error).
 func Attach(v Veth) (ifname string, err error) {
-	err = netns.WithHandle(v.Netns, func(h *netlink.Handle) error {
-		if ifname = v.IfName; ifname == "" {
-			if ifname, err = freeEth(h); err != nil {
-				return fmt.Errorf("namespace %s: %w", v.Netns, err)
-			}
+	err = netns.WithHandle(v.Netns, func(h *netlink.Handle) (err error) {
+		var lo netlink.Link
+		if ifname, lo, err = freeEth(h, v.IfName); err != nil {
+			return fmt.Errorf("namespace %s: %w", v.Netns, err)
 		}
 		veth, err := createPair(v, ifname)
 		if err != nil {
 			return err
 		}
-		success := false
 		defer func() {
-			if !success {
+			if err != nil {
 				if derr := netlink.LinkDel(veth); derr != nil && !NotFound(derr) {
 					err = errors.Join(err, fmt.Errorf("undo: delete veth %s: %w (left behind)", v.HostName, derr))
 				}
 			}
 		}()
-		peer, err := configurePeer(h, v, ifname)
+		peer, err := configurePeer(h, v, ifname, lo)
 		if err != nil {
 			return err
 		}
-		if err := addRoutes(h, v, peer); err != nil {
-			return err
-		}
-		success = true
-		return nil
+		return addRoutes(h, v, peer)
 	})
 	return ifname, err
 }
@@ -253,8 +247,9 @@ func netlinkNsFd(path string) (int, error) {
 	return fd, nil
 }
 
-// configurePeer puts the addresses on the peer and brings it (and lo) up.
-func configurePeer(h *netlink.Handle, v Veth, ifname string) (netlink.Link, error) {
+// configurePeer puts the addresses on the peer and brings it (and lo, if
+// down) up.
+func configurePeer(h *netlink.Handle, v Veth, ifname string, lo netlink.Link) (netlink.Link, error) {
 	peer, err := h.LinkByName(ifname)
 	if err != nil {
 		return nil, fmt.Errorf("find %s in %s: %w", ifname, v.Netns, err)
@@ -274,7 +269,7 @@ func configurePeer(h *netlink.Handle, v Veth, ifname string) (netlink.Link, erro
 	if err := h.LinkSetUp(peer); err != nil {
 		return nil, fmt.Errorf("bring %s up in %s: %w", ifname, v.Netns, err)
 	}
-	if lo, err := h.LinkByName("lo"); err == nil && lo.Attrs().Flags&net.FlagUp == 0 {
+	if lo != nil && lo.Attrs().Flags&net.FlagUp == 0 {
 		if err := h.LinkSetUp(lo); err != nil {
 			return nil, fmt.Errorf("bring lo up in %s: %w", v.Netns, err)
 		}
@@ -333,19 +328,27 @@ func isZeroMask(m net.IPMask) bool {
 	return ones == 0
 }
 
-func freeEth(h *netlink.Handle) (string, error) {
+// freeEth lists the namespace's links (one dump) and returns want, or
+// the first free ethN when want is "", and lo (to bring up without
+// another request).
+func freeEth(h *netlink.Handle, want string) (ifname string, lo netlink.Link, err error) {
 	links, err := nlsafe.LinkList(h)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	used := map[string]bool{}
 	for _, l := range links {
 		used[l.Attrs().Name] = true
+		if l.Attrs().Name == "lo" {
+			lo = l
+		}
+	}
+	if want != "" {
+		return want, lo, nil
 	}
 	for i := 0; ; i++ {
-		n := fmt.Sprintf("eth%d", i)
-		if !used[n] {
-			return n, nil
+		if n := fmt.Sprintf("eth%d", i); !used[n] {
+			return n, lo, nil
 		}
 	}
 }
