@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -112,7 +113,8 @@ func failEveryStep(t *testing.T, m *Manager, fk *fakekernel.Kernel, op func() er
 			return calls[:n-1]
 		}
 		call := calls[n-1]
-		t.Run(fmt.Sprintf("fail %d %s", n, call), func(t *testing.T) {
+		// Names without the random IDs, so a run's test names are stable.
+		t.Run(fmt.Sprintf("fail %d %s", n, randomHex.ReplaceAllString(call, "ID")), func(t *testing.T) {
 			if check != nil {
 				check(t, n, call, before)
 				return
@@ -128,6 +130,8 @@ func failEveryStep(t *testing.T, m *Manager, fk *fakekernel.Kernel, op func() er
 	t.Fatal("op never succeeded")
 	return nil
 }
+
+var randomHex = regexp.MustCompile(`[0-9a-f]{8,}`)
 
 func mustCreate(t *testing.T, m *Manager, spec NetworkSpec) *state.Network {
 	t.Helper()

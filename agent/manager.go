@@ -6,8 +6,11 @@
 //
 // Every mutating operation takes the state directory's lock, reconciles
 // (endpoints whose veth vanished, namespaces whose `netalias run` owner
-// died, veths still waiting for deletion), does its work, rolls back on
-// error, and writes the changed network files atomically.
+// died, veths still waiting for deletion), does its work as named steps
+// each with its undo (steps.go), rolls back on error, and writes the
+// changed network files atomically. Deciding is pure (plan.go); the kernel
+// is reached through a seam of small interfaces (kernel.go) that tests
+// replace with agent/internal/fakekernel.
 package agent
 
 import (

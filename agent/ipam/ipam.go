@@ -63,9 +63,6 @@ func ParsePools(s string) ([]Pool, error) {
 	return pools, nil
 }
 
-// Overlaps reports whether a and b share an address.
-func Overlaps(a, b netip.Prefix) bool { return a.Overlaps(b) }
-
 // AllocSubnet returns the first subnet from pools that overlaps nothing in
 // taken.
 func AllocSubnet(pools []Pool, taken []netip.Prefix) (netip.Prefix, error) {
