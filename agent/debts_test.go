@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/netalias/netalias/agent/internal/fakekernel"
+	"github.com/netalias/netalias/state"
 )
 
 // Debts from the review of issue 8, each with a test that failed before
@@ -97,5 +98,75 @@ func TestFakeDaemonRunReturnsServeError(t *testing.T) {
 		}
 	case <-time.After(3 * time.Second):
 		t.Fatal("Run kept going after its event socket failed")
+	}
+}
+
+// Best-effort kernel and state calls that used to drop their errors now
+// log them, naming the object (there was no logger before).
+func TestFakeBestEffortFailuresAreLogged(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		fail  string // prefix of the call that fails
+		setup func(t *testing.T, m *Manager, fk *fakekernel.Kernel)
+		run   func(m *Manager) error
+		want  string // in the log
+	}{
+		{"bridge not restored", "CreateBridge", func(t *testing.T, m *Manager, fk *fakekernel.Kernel) {
+			n := mustCreate(t, m, NetworkSpec{Name: "n1", Subnet: "10.201.140.0/24"})
+			if err := fk.DeleteLink(n.Bridge); err != nil {
+				t.Fatal(err)
+			}
+		}, (*Manager).Reconcile, "bridge not restored"},
+		{"resolver not updated on disconnect", "Resolver.", func(t *testing.T, m *Manager, fk *fakekernel.Kernel) {
+			mustCreate(t, m, NetworkSpec{Name: "n1", Subnet: "10.201.140.0/24"})
+			fk.AddNetns("c1")
+			mustConnect(t, m, ConnectSpec{Network: "n1", Netns: "c1"})
+		}, func(m *Manager) error { return m.Disconnect("n1", "c1") }, "resolver file not updated"},
+		{"dead owner's namespace not deleted", "Namespaces.Delete", func(t *testing.T, m *Manager, fk *fakekernel.Kernel) {
+			mustCreate(t, m, NetworkSpec{Name: "n1", Subnet: "10.201.140.0/24"})
+			fk.AddNetns("run1")
+			fk.AliveFn = func(int, uint64) bool { return true }
+			mustConnect(t, m, ConnectSpec{Network: "n1", Netns: "run1", Owner: &state.Owner{PID: 1, StartTime: 1}})
+			fk.AliveFn = nil
+		}, (*Manager).Reconcile, "namespace of a dead owner not deleted"},
+		{"unplug of a dead owner's endpoint", "Unplug", func(t *testing.T, m *Manager, fk *fakekernel.Kernel) {
+			mustCreate(t, m, NetworkSpec{Name: "n1", Subnet: "10.201.140.0/24"})
+			fk.AddNetns("run1")
+			fk.AliveFn = func(int, uint64) bool { return true }
+			mustConnect(t, m, ConnectSpec{Network: "n1", Netns: "run1", Owner: &state.Owner{PID: 1, StartTime: 1}})
+			fk.AliveFn = nil
+		}, (*Manager).Reconcile, "unplug of a dead owner's endpoint failed"},
+		{"stale pending veth not deleted", "DeleteLink nav", func(t *testing.T, m *Manager, fk *fakekernel.Kernel) {
+			mustCreate(t, m, NetworkSpec{Name: "n1", Subnet: "10.201.140.0/24"})
+			host := vethName(newID())
+			fk.AddLink(host, fakekernel.Link{Kind: "veth"})
+			snap, _ := m.Snapshot()
+			f := snap.Files["n1"]
+			f.PendingDelete = []state.PendingVeth{{Name: host, Since: now(), Creating: true}}
+			if err := m.store.Write(f); err != nil {
+				t.Fatal(err)
+			}
+		}, (*Manager).Reconcile, "pending veth not deleted"},
+		{"firewall not restored with a bridge", "Sync", func(t *testing.T, m *Manager, fk *fakekernel.Kernel) {
+			n := mustCreate(t, m, NetworkSpec{Name: "n1", Subnet: "10.201.140.0/24"})
+			if err := fk.DeleteLink(n.Bridge); err != nil {
+				t.Fatal(err)
+			}
+		}, (*Manager).Reconcile, "firewall not restored"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m, fk, logs := newFakeManager(t)
+			m.reap = func() {}
+			tc.setup(t, m, fk)
+			fk.FailWhen(func(c string) bool { return strings.HasPrefix(c, tc.fail) })
+			err := tc.run(m)
+			fk.FailWhen(nil)
+			if err != nil {
+				t.Fatalf("a best-effort failure failed the operation: %v", err)
+			}
+			if out := logs.String(); !strings.Contains(out, tc.want) || !strings.Contains(out, "injected failure") {
+				t.Errorf("log lacks %q and the error:\n%s", tc.want, out)
+			}
+		})
 	}
 }
