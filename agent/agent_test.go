@@ -72,24 +72,37 @@ func linkExists(t *testing.T, name string) bool {
 	return names[name]
 }
 
-// withFailpoint fails the step named step (a prefix: some steps append
-// what they made) and returns what the step reported.
-func withFailpoint(t *testing.T, step string) *string {
-	old := failpoint
-	seen := new(string)
-	failpoint = func(s string) error {
-		if strings.HasPrefix(s, step) {
-			*seen = s
-			return errors.New("injected failure at " + s)
-		}
-		return nil
-	}
-	t.Cleanup(func() { failpoint = old })
-	return seen
+// failingFiles fails the n-th write of network files (1-based).
+type failingFiles struct {
+	stateFiles
+	n     int
+	count *int
 }
 
-// A connect that fails after the veth exists leaves no veth, no lease and
-// the state file as it was.
+func (f failingFiles) fail() error {
+	*f.count++
+	if *f.count == f.n {
+		return errors.New("injected failure")
+	}
+	return nil
+}
+
+func (f failingFiles) Write(sf *state.File) error {
+	if err := f.fail(); err != nil {
+		return err
+	}
+	return f.stateFiles.Write(sf)
+}
+
+func (f failingFiles) WriteIntent(sf *state.File) error {
+	if err := f.fail(); err != nil {
+		return err
+	}
+	return f.stateFiles.WriteIntent(sf)
+}
+
+// A connect that fails after the veth exists (its commit write fails)
+// leaves no veth, no lease and the state file as it was.
 func TestConnectFailureRollsBack(t *testing.T) {
 	m := newTestManager(t)
 	net := "rb" + rnd()[:4]
@@ -98,7 +111,8 @@ func TestConnectFailureRollsBack(t *testing.T) {
 	before, _ := os.ReadFile(state.NetworkPath(m.StateDir(), net))
 	linksBefore, _ := link.LinkNames()
 
-	withFailpoint(t, "connect:attached")
+	real := m.files
+	m.files = failingFiles{stateFiles: real, n: 2, count: new(int)} // intent, then commit
 	if _, err := m.Connect(ConnectSpec{Network: net, Netns: ns, Name: "web"}); err == nil {
 		t.Fatal("connect succeeded despite the injected failure")
 	}
@@ -112,11 +126,11 @@ func TestConnectFailureRollsBack(t *testing.T) {
 			t.Errorf("link %s left behind", n)
 		}
 	}
-	if has, _ := link.HasDefaultRoute(ns); has {
+	if has4, has6, _ := link.DefaultRoutes(ns); has4 || has6 {
 		t.Error("default route left in the namespace")
 	}
 	// And the next connect works and takes the first address.
-	failpoint = func(string) error { return nil }
+	m.files = real
 	ep, err := m.Connect(ConnectSpec{Network: net, Netns: ns, Name: "web"})
 	if err != nil {
 		t.Fatal(err)
@@ -126,10 +140,28 @@ func TestConnectFailureRollsBack(t *testing.T) {
 	}
 }
 
+// failingSysctl fails, after the bridge and the rules exist.
+type failingSysctl struct{}
+
+func (failingSysctl) EnableForwarding(bool) error { return errors.New("injected failure") }
+
+// recordingLinks remembers the bridges it made.
+type recordingLinks struct {
+	Links
+	bridges *[]string
+}
+
+func (r recordingLinks) CreateBridge(b link.Bridge) error {
+	*r.bridges = append(*r.bridges, b.Name)
+	return r.Links.CreateBridge(b)
+}
+
 // A create that fails after the bridge and rules exist leaves neither.
 func TestCreateNetworkFailureRollsBack(t *testing.T) {
 	m := newTestManager(t)
-	seen := withFailpoint(t, "create:firewall")
+	var bridges []string
+	m.k.Sysctl = failingSysctl{}
+	m.k.Links = recordingLinks{Links: m.k.Links, bridges: &bridges}
 	net := "rbc" + rnd()[:4]
 	if _, err := m.CreateNetwork(NetworkSpec{Name: net, Subnet: testSubnet()}); err == nil {
 		m.RemoveNetwork(net, true)
@@ -144,12 +176,11 @@ func TestCreateNetworkFailureRollsBack(t *testing.T) {
 	if tableExists(t, m.FirewallTable()) {
 		t.Error("nft table left behind")
 	}
-	bridge := strings.TrimPrefix(*seen, "create:firewall ")
-	if bridge == "" || bridge == *seen {
-		t.Fatalf("failpoint not reached (%q)", *seen)
+	if len(bridges) != 1 {
+		t.Fatalf("bridge step not reached (%q)", bridges)
 	}
-	if linkExists(t, bridge) {
-		t.Errorf("bridge %s left behind", bridge)
+	if linkExists(t, bridges[0]) {
+		t.Errorf("bridge %s left behind", bridges[0])
 	}
 	snap, _ := m.Snapshot()
 	if len(snap.Files) != 0 {
@@ -269,7 +300,7 @@ func TestMissingBridgeIsRestored(t *testing.T) {
 		t.Fatal("bridge not restored")
 	}
 	out, _ := run("ip", "-o", "addr", "show", "dev", n.Bridge)
-	if !strings.Contains(out, n.Gateway+"/24") {
+	if !strings.Contains(out, n.Gateway.String()+"/24") {
 		t.Errorf("restored bridge lacks its gateway %s: %q", n.Gateway, out)
 	}
 	ns := testNetns(t)
@@ -298,7 +329,7 @@ func TestDeadConnectIntentIsCleaned(t *testing.T) {
 	m.store.Write(f)
 	lk.Unlock()
 	// A reaper must leave an intent alone (its connect may be running)...
-	if names, _ := m.pendingNames(); len(names) != 0 {
+	if names, _, _ := m.pendingNames(); len(names) != 0 {
 		t.Fatalf("reaper would delete an intent record's veth: %v", names)
 	}
 	// ...a command holding the lock knows the connect is dead.
@@ -379,5 +410,33 @@ func TestReapByGroupDeletesOnlyOurs(t *testing.T) {
 	snap, _ := m.Snapshot()
 	if p := snap.Files[net].PendingDelete; len(p) != 0 {
 		t.Errorf("pending list not drained: %+v", p)
+	}
+}
+
+// A dual-stack container that leaves the network carrying its default
+// routes gets both back through its other network (real kernel).
+func TestDualStackDefaultRoutesMove(t *testing.T) {
+	m := newTestManager(t)
+	sub6 := func(s string) string { // 10.201.N.0/24 → fd00:201:N::/64
+		return "fd00:201:" + strings.Split(s, ".")[2] + "::/64"
+	}
+	s1, s2 := testSubnet(), testSubnet()
+	n1, n2 := "ds1"+rnd()[:4], "ds2"+rnd()[:4]
+	createNet(t, m, NetworkSpec{Name: n1, Subnet: s1, Subnet6: sub6(s1)})
+	createNet(t, m, NetworkSpec{Name: n2, Subnet: s2, Subnet6: sub6(s2)})
+	ns := testNetns(t)
+	if _, err := m.Connect(ConnectSpec{Network: n1, Netns: ns}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Connect(ConnectSpec{Network: n2, Netns: ns}); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Disconnect(n1, ns); err != nil {
+		t.Fatal(err)
+	}
+	v4, v6, err := link.DefaultRoutes(ns)
+	if err != nil || !v4 || !v6 {
+		out, _ := run("ip", "netns", "exec", strings.TrimPrefix(ns, netns.RunDir+"/"), "ip", "-d", "route", "show", "table", "all")
+		t.Fatalf("default routes after leaving %s: v4 %v v6 %v (%v)\n%s", n1, v4, v6, err, out)
 	}
 }

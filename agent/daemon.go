@@ -42,18 +42,33 @@ func NewDaemon(o Options) (*Daemon, error) {
 // Manager returns the daemon's manager.
 func (d *Daemon) Manager() *Manager { return d.m }
 
-// Run serves until ctx is done.
+// Run serves until ctx is done, or until the event socket fails (its
+// error is returned). Its goroutines end before it returns.
 func (d *Daemon) Run(ctx context.Context, interval time.Duration) error {
-	go d.srv.Serve(ctx)
+	ctx, cancel := context.WithCancel(ctx)
+	served := make(chan error, 1)
+	go func() { served <- d.srv.Serve(ctx) }()
 	kick := make(chan struct{}, 1)
-	go d.watchLinks(ctx, kick)
+	watched := make(chan struct{})
+	go func() { defer close(watched); d.watchLinks(ctx, kick) }()
+	stop := func(err error) error {
+		cancel()
+		<-watched
+		if serr := <-served; err == nil {
+			err = serr
+		}
+		return err
+	}
 	d.cycle()
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			return stop(nil)
+		case err := <-served:
+			served <- err // stop reads it again
+			return stop(err)
 		case <-t.C:
 		case <-kick:
 		}
@@ -63,13 +78,13 @@ func (d *Daemon) Run(ctx context.Context, interval time.Duration) error {
 
 func (d *Daemon) cycle() {
 	if err := d.m.Reconcile(); err != nil {
-		log.Printf("netalias agent: reconcile: %v", err)
+		d.m.log.Error("netalias agent: reconcile", "err", err)
 	}
 	if err := d.m.Reap(); err != nil {
-		log.Printf("netalias agent: reap: %v", err)
+		d.m.log.Error("netalias agent: reap", "err", err)
 	}
 	if err := d.m.EnsureFirewall(); err != nil {
-		log.Printf("netalias agent: firewall: %v", err)
+		d.m.log.Error("netalias agent: firewall", "err", err)
 	}
 }
 

@@ -1,19 +1,13 @@
 package agent
 
 import (
-	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"path/filepath"
-	"sort"
+	"slices"
 
 	"github.com/netalias/netalias/agent/events"
-	"github.com/netalias/netalias/agent/ipam"
-	"github.com/netalias/netalias/agent/link"
-	"github.com/netalias/netalias/agent/names"
 	"github.com/netalias/netalias/agent/netns"
-	"github.com/netalias/netalias/agent/resolvconf"
 	"github.com/netalias/netalias/agent/store"
 	"github.com/netalias/netalias/state"
 )
@@ -32,49 +26,23 @@ type ConnectSpec struct {
 
 // Connect attaches a namespace to a network. On error nothing is left
 // behind and the state is unchanged.
+//
+// Steps: intent (the veth name in pending_delete, written without fsync,
+// before the veth exists: a crash after it leaves a veth the next
+// reconcile deletes) → attach (veth, addresses, routes) → commit (the
+// endpoint and its lease replace the intent) → resolver file.
 func (m *Manager) Connect(spec ConnectSpec) (*state.Endpoint, error) {
-	ref, err := netns.Resolve(spec.Netns)
+	ref, err := m.k.Namespaces.Resolve(spec.Netns)
 	if err != nil {
 		return nil, err
 	}
-	name := spec.Name
-	if name == "" {
-		name = ref.Name
-		if name == "" {
-			name = filepath.Base(ref.Path)
-			if spec.Netns != "" && isPID(spec.Netns) {
-				name = "pid-" + spec.Netns
-			}
-		}
-		if err := names.Label("endpoint name", name); err != nil {
-			return nil, fmt.Errorf("%v (derived from the namespace; give one with --name)", err)
-		}
-	} else if err := names.Label("endpoint name", name); err != nil {
+	name, err := endpointName(spec, ref)
+	if err != nil {
 		return nil, err
 	}
-	for _, a := range spec.Aliases {
-		if err := names.DNSName("alias", a); err != nil {
-			return nil, err
-		}
-	}
-	for _, l := range spec.Links {
-		if err := names.Label("link target", l.Target); err != nil {
-			return nil, err
-		}
-		if err := names.DNSName("link alias", l.Alias); err != nil {
-			return nil, err
-		}
-	}
-	var ip4, ip6 netip.Addr
-	if spec.IP != "" {
-		if ip4, err = netip.ParseAddr(spec.IP); err != nil || !ip4.Is4() {
-			return nil, fmt.Errorf("invalid --ip %q: not an IPv4 address", spec.IP)
-		}
-	}
-	if spec.IP6 != "" {
-		if ip6, err = netip.ParseAddr(spec.IP6); err != nil || !ip6.Is6() {
-			return nil, fmt.Errorf("invalid --ip6 %q: not an IPv6 address", spec.IP6)
-		}
+	req, err := checkConnectSpec(spec)
+	if err != nil {
+		return nil, err
 	}
 
 	lk, snap, err := m.begin()
@@ -87,197 +55,91 @@ func (m *Manager) Connect(spec ConnectSpec) (*state.Endpoint, error) {
 		return nil, err
 	}
 	n := f.Network
-	for _, ep := range f.Endpoints {
-		if ep.Container == ref.Path || netns.Same(ep.Netns, ref.Path) {
-			return nil, fmt.Errorf("namespace %s is already connected to network %q as %q", ref.Path, n.Name, ep.Name)
-		}
-		if ep.Name == name {
-			return nil, fmt.Errorf("endpoint name %q is already in use on network %q (by %s)", name, n.Name, ep.Netns)
-		}
+	if err := checkFree(f, ref.Path, name, m.k.Namespaces.Same); err != nil {
+		return nil, err
 	}
-	sub, _ := netip.ParsePrefix(n.Subnet)
-	gw, _ := netip.ParseAddr(n.Gateway)
-	sub6, _ := parsePrefix(n.Subnet6)
-	gw6, _ := netip.ParseAddr(n.Gateway6)
-	used4 := map[netip.Addr]bool{gw: true}
-	used6 := map[netip.Addr]bool{gw6: true}
-	for _, ep := range f.Endpoints {
-		if a, err := netip.ParseAddr(ep.IPv4); err == nil {
-			used4[a] = true
-		}
-		if a, err := netip.ParseAddr(ep.IPv6); err == nil {
-			used6[a] = true
-		}
-	}
-	mem4, mem6 := map[netip.Addr]bool{}, map[netip.Addr]bool{}
-	for who, l := range f.Leases {
-		if who == name {
-			continue
-		}
-		if a, err := netip.ParseAddr(l.IPv4); err == nil {
-			mem4[a] = true
-		}
-		if a, err := netip.ParseAddr(l.IPv6); err == nil {
-			mem6[a] = true
-		}
-	}
-	lease := f.Leases[name]
-	if ip4.IsValid() {
-		if err := ipam.CheckHost("--ip", sub, ip4); err != nil {
-			return nil, err
-		}
-		if ip4 == gw {
-			return nil, fmt.Errorf("--ip %s is the gateway of network %q", ip4, n.Name)
-		}
-		if used4[ip4] {
-			return nil, fmt.Errorf("--ip %s is already in use on network %q", ip4, n.Name)
-		}
-	} else {
-		pref, _ := netip.ParseAddr(lease.IPv4)
-		if ip4, err = ipam.AllocAddr(sub, used4, mem4, pref); err != nil {
-			return nil, fmt.Errorf("network %q: %w", n.Name, err)
-		}
-	}
-	if ip6.IsValid() {
-		if !sub6.IsValid() {
-			return nil, fmt.Errorf("--ip6 given but network %q has no IPv6 subnet", n.Name)
-		}
-		if err := ipam.CheckHost("--ip6", sub6, ip6); err != nil {
-			return nil, err
-		}
-		if used6[ip6] {
-			return nil, fmt.Errorf("--ip6 %s is already in use on network %q", ip6, n.Name)
-		}
-	} else if sub6.IsValid() {
-		pref, _ := netip.ParseAddr(lease.IPv6)
-		if ip6, err = ipam.AllocAddr(sub6, used6, mem6, pref); err != nil {
-			return nil, fmt.Errorf("network %q: %w", n.Name, err)
-		}
-	}
-
-	// The default route goes via the container's first non-internal network.
-	wantRoute := !n.Internal
-	for _, other := range snap.Files {
-		for _, ep := range other.Endpoints {
-			if ep.Container == ref.Path && !other.Network.Internal {
-				wantRoute = false
-			}
-		}
+	ip4, ip6, err := allocAddrs(f, name, req)
+	if err != nil {
+		return nil, err
 	}
 	id := newID()
-	mac := net.HardwareAddr{0x02, 0x42, 0, 0, 0, 0}
-	copy(mac[2:], ip4.AsSlice())
-	v := link.Veth{
-		HostName: vethName(id), Bridge: n.Bridge, Netns: ref.Path, MTU: n.MTU, MAC: mac,
-		Addr: netip.PrefixFrom(ip4, sub.Bits()),
-	}
-	if ip6.IsValid() {
-		v.Addr6 = netip.PrefixFrom(ip6, sub6.Bits())
-	}
-	if wantRoute {
-		v.Gateway = gw
-		if ip6.IsValid() {
-			v.Gateway6 = gw6
-		}
-	}
-	// Record the veth as pending deletion before it exists: if this
-	// process dies before the final write, a later reconcile deletes it.
-	oldEps, oldPending, oldLeases := f.Endpoints, f.PendingDelete, cloneLeases(f.Leases)
-	restore := func() { f.Endpoints, f.PendingDelete, f.Leases = oldEps, oldPending, oldLeases }
-	f.PendingDelete = append(f.PendingDelete[:len(f.PendingDelete):len(f.PendingDelete)], state.PendingVeth{Name: v.HostName, Since: now(), Creating: true})
-	// No fsync: a killed process loses nothing, and a machine crash takes
-	// the veth with it.
-	if err := m.store.WriteIntent(f); err != nil {
-		restore()
-		return nil, err
-	}
-	undo := func(err error) (*state.Endpoint, error) {
-		link.DeleteLink(v.HostName)
-		restore()
-		if werr := m.store.Write(f); werr != nil {
-			return nil, errors.Join(err, werr)
-		}
-		m.updateResolver(snap, ref.Path)
-		return nil, err
-	}
-	ifname, err := link.Attach(v)
-	if err != nil {
-		return undo(err)
-	}
-	if err := failpoint("connect:attached"); err != nil {
-		return undo(err)
-	}
+	v := planVeth(n, id, ref.Path, ip4, ip6, wantDefaultRoute(snap.Files, n, ref.Path))
 	ep := state.Endpoint{
 		ID: id, Name: name, Aliases: spec.Aliases, Links: spec.Links,
-		IPv4: ip4.String(), MAC: mac.String(), HostVeth: v.HostName, IfName: ifname,
+		IPv4: ip4, IPv6: ip6, MAC: v.MAC.String(), HostVeth: v.HostName,
 		Netns: ref.Path, Container: ref.Path, Created: now(), Owner: spec.Owner,
 	}
-	if ip6.IsValid() {
-		ep.IPv6 = ip6.String()
+
+	old := *f // what the rollback restores (slices are never appended in place)
+	restore := func() { f.Endpoints, f.PendingDelete, f.Leases = old.Endpoints, old.PendingDelete, old.Leases }
+	t := newTxn(m.log, fmt.Sprintf("connect %s to network %q", ref.Path, n.Name))
+	err = t.step("intent", func() error {
+		f.PendingDelete = append(slices.Clip(f.PendingDelete), state.PendingVeth{Name: v.HostName, Since: now(), Creating: true})
+		// No fsync: a killed process loses nothing, and a machine crash
+		// takes the veth with it.
+		return m.files.WriteIntent(f)
+	}, func() error {
+		restore()
+		return m.files.Write(f)
+	})
+	if err == nil {
+		err = t.step("attach", func() (err error) {
+			ep.IfName, err = m.k.Veths.Attach(v)
+			return err
+		}, func() error { return m.k.Links.DeleteLink(v.HostName) })
 	}
-	f.Endpoints = append(f.Endpoints[:len(f.Endpoints):len(f.Endpoints)], ep)
-	f.PendingDelete = oldPending
-	f.Leases = cloneLeases(oldLeases)
-	if f.Leases == nil {
-		f.Leases = map[string]state.Lease{}
+	if err == nil {
+		err = t.step("commit", func() error {
+			f.Endpoints = append(slices.Clip(f.Endpoints), ep)
+			f.PendingDelete = old.PendingDelete
+			f.Leases = cloneLeases(old.Leases)
+			f.Leases[name] = state.Lease{IPv4: ep.IPv4, IPv6: ep.IPv6}
+			return m.files.Write(f)
+		}, nil) // the intent's undo rewrites the file
 	}
-	f.Leases[name] = state.Lease{IPv4: ep.IPv4, IPv6: ep.IPv6}
-	if err := m.store.Write(f); err != nil {
-		return undo(err)
+	if err == nil {
+		err = t.step("resolver", func() error {
+			return m.updateResolver(snap, ref.Path)
+		}, func() error {
+			restore()
+			return m.updateResolver(snap, ref.Path)
+		})
 	}
-	if err := m.updateResolver(snap, ref.Path); err != nil {
-		return undo(fmt.Errorf("resolver file of %s: %w", ref.Path, err))
+	if err != nil {
+		return nil, t.rollback(err)
 	}
 	m.emit(epEvent("connect", n, ep, ""))
 	return &ep, nil
 }
 
 func cloneLeases(m map[string]state.Lease) map[string]state.Lease {
-	if m == nil {
-		return nil
-	}
-	c := make(map[string]state.Lease, len(m))
+	c := make(map[string]state.Lease, len(m)+1)
 	for k, v := range m {
 		c[k] = v
 	}
 	return c
 }
 
-// failpoint lets tests make a named step fail, to check rollbacks.
-var failpoint = func(step string) error { return nil }
-
-func isPID(s string) bool {
-	for _, c := range s {
-		if c < '0' || c > '9' {
-			return false
-		}
-	}
-	return s != ""
-}
-
 // Disconnect detaches a namespace from a network. The endpoint is
 // unreachable and gone from the state when it returns; the host veth's
 // deletion (an RCU grace period) is left to the reaper.
 func (m *Manager) Disconnect(network, nsArg string) error {
-	ref, rerr := netns.Resolve(nsArg)
+	ref, rerr := m.k.Namespaces.Resolve(nsArg)
 	lk, snap, err := m.begin()
 	if err != nil {
 		return err
 	}
+	defer func() {
+		if lk != nil {
+			lk.Unlock()
+		}
+	}()
 	f, err := lookup(snap, network)
 	if err != nil {
-		lk.Unlock()
 		return err
 	}
-	idx := -1
-	for i, ep := range f.Endpoints {
-		if (rerr == nil && ep.Container == ref.Path) || ep.Netns == nsArg || (rerr != nil && ep.Name == nsArg) {
-			idx = i
-			break
-		}
-	}
+	idx := findEndpoint(f, ref, rerr == nil, nsArg)
 	if idx < 0 {
-		lk.Unlock()
 		if rerr != nil {
 			return rerr
 		}
@@ -285,10 +147,10 @@ func (m *Manager) Disconnect(network, nsArg string) error {
 	}
 	ep := f.Endpoints[idx]
 	if err := m.detach(snap, f, idx); err != nil {
-		lk.Unlock()
 		return err
 	}
 	lk.Unlock()
+	lk = nil
 	m.emit(epEvent("disconnect", f.Network, ep, ""))
 	m.afterPending()
 	return nil
@@ -296,53 +158,33 @@ func (m *Manager) Disconnect(network, nsArg string) error {
 
 // detach removes endpoint idx of f from the state (its veth recorded as
 // pending deletion), then unplugs it and refreshes the container's
-// resolver file. The state is written first: if anything after fails, the
-// reaper still deletes the veth, so nothing leaks.
+// resolver file and default routes. The state is written first: it is the
+// commit point. What fails after it is logged, not undone: the endpoint is
+// gone from the state and the reaper deletes its veth whatever state the
+// unplug left it in.
 func (m *Manager) detach(snap *store.Snapshot, f *state.File, idx int) error {
 	ep := f.Endpoints[idx]
 	oldEps, oldPending := f.Endpoints, f.PendingDelete
-	f.Endpoints = append(f.Endpoints[:idx:idx], f.Endpoints[idx+1:]...)
-	f.PendingDelete = append(f.PendingDelete[:len(f.PendingDelete):len(f.PendingDelete)], state.PendingVeth{Name: ep.HostVeth, Since: now()})
-	if err := m.store.Write(f); err != nil {
+	f.Endpoints = slices.Delete(slices.Clone(f.Endpoints), idx, idx+1)
+	f.PendingDelete = append(slices.Clip(f.PendingDelete), state.PendingVeth{Name: ep.HostVeth, Since: now()})
+	if err := m.files.Write(f); err != nil {
 		f.Endpoints, f.PendingDelete = oldEps, oldPending
 		return err
 	}
-	link.Unplug(ep.HostVeth, ep.Netns, ep.IfName, parkName(ep.ID), m.group)
-	m.updateResolver(snap, ep.Container)
-	m.fixDefaultRoute(snap, ep.Container)
-	return nil
-}
-
-// containersOf lists the containers with an endpoint on f.
-func containersOf(f *state.File) []string {
-	var out []string
-	for _, ep := range f.Endpoints {
-		out = append(out, ep.Container)
-	}
-	return out
-}
-
-// containerEndpoints returns a container's endpoints across networks in
-// the order they were connected, with their networks.
-func containerEndpoints(snap *store.Snapshot, container string) ([]state.Endpoint, []state.Network) {
-	type pair struct {
-		ep state.Endpoint
-		n  state.Network
-	}
-	var ps []pair
-	for _, f := range snap.Files {
-		for _, ep := range f.Endpoints {
-			if ep.Container == container {
-				ps = append(ps, pair{ep, f.Network})
-			}
+	if err := m.k.Veths.Unplug(ep.HostVeth, ep.Netns, ep.IfName, parkName(ep.ID), m.group); err != nil {
+		// Still reachable, maybe: delete the pair now rather than wait.
+		m.log.Warn("unplug failed; deleting the veth at once", "endpoint", ep.Name, "network", f.Network.Name, "veth", ep.HostVeth, "err", err)
+		if derr := m.k.Links.DeleteLink(ep.HostVeth); derr != nil {
+			m.log.Error("veth left for the reaper", "veth", ep.HostVeth, "err", derr)
 		}
 	}
-	sort.Slice(ps, func(i, j int) bool { return ps[i].ep.Created.Before(ps[j].ep.Created) })
-	eps, ns := make([]state.Endpoint, len(ps)), make([]state.Network, len(ps))
-	for i, p := range ps {
-		eps[i], ns[i] = p.ep, p.n
+	if err := m.updateResolver(snap, ep.Container); err != nil {
+		m.log.Warn("resolver file not updated", "container", ep.Container, "err", err)
 	}
-	return eps, ns
+	if err := m.fixDefaultRoute(snap, ep.Container); err != nil {
+		m.log.Warn("default route not restored", "container", ep.Container, "err", err)
+	}
+	return nil
 }
 
 // updateResolver rewrites (or removes) /etc/netns/NAME/resolv.conf of a
@@ -352,36 +194,49 @@ func (m *Manager) updateResolver(snap *store.Snapshot, container string) error {
 		return nil // only named namespaces have an /etc/netns directory
 	}
 	name := filepath.Base(container)
-	_, nets := containerEndpoints(snap, container)
+	_, nets := containerEndpoints(snap.Files, container)
 	if len(nets) == 0 {
-		return resolvconf.Remove(name)
+		return m.k.Resolver.Remove(name)
 	}
-	var search []string
+	search := make([]string, 0, len(nets))
 	for _, n := range nets {
 		search = append(search, n.Name)
 	}
-	return resolvconf.Write(name, nets[0].Gateway, search)
+	return m.k.Resolver.Write(name, nets[0].Gateway.String(), search)
 }
 
 // fixDefaultRoute gives a container that just lost the network carrying
-// its default route a new one via its next non-internal network.
-func (m *Manager) fixDefaultRoute(snap *store.Snapshot, container string) {
-	eps, nets := containerEndpoints(snap, container)
-	for i, n := range nets {
-		if n.Internal {
-			continue
-		}
-		if has, err := link.HasDefaultRoute(eps[i].Netns); err == nil && !has {
-			gw, _ := netip.ParseAddr(n.Gateway)
-			link.AddDefaultRoute(eps[i].Netns, eps[i].IfName, gw)
-		}
-		return
+// its default routes new ones via its next non-internal network, for each
+// family (IPv4, IPv6) it has an address in there.
+func (m *Manager) fixDefaultRoute(snap *store.Snapshot, container string) error {
+	eps, nets := containerEndpoints(snap.Files, container)
+	i := routeCarrier(nets)
+	if i < 0 {
+		return nil
 	}
+	has4, has6, err := m.k.Veths.DefaultRoutes(eps[i].Netns)
+	if err != nil {
+		return err
+	}
+	for _, gw := range missingRoutes(nets[i], eps[i], has4, has6) {
+		if err := m.k.Veths.AddDefaultRoute(eps[i].Netns, eps[i].IfName, gw); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func epEvent(action string, n state.Network, ep state.Endpoint, reason string) events.Event {
 	return events.Event{Time: now(), Type: "endpoint", Action: action, Network: n.Name,
-		Endpoint: ep.Name, Aliases: ep.Aliases, IPv4: ep.IPv4, IPv6: ep.IPv6, Netns: ep.Netns, Reason: reason}
+		Endpoint: ep.Name, Aliases: ep.Aliases, IPv4: addrString(ep.IPv4), IPv6: addrString(ep.IPv6), Netns: ep.Netns, Reason: reason}
+}
+
+// addrString is a's text, "" for the zero address (events omit it).
+func addrString(a netip.Addr) string {
+	if !a.IsValid() {
+		return ""
+	}
+	return a.String()
 }
 
 // afterPending hands veths pending deletion to the reaper.
@@ -390,5 +245,7 @@ func (m *Manager) afterPending() {
 		m.reap()
 		return
 	}
-	m.Reap()
+	if err := m.Reap(); err != nil {
+		m.log.Warn("reap", "err", err)
+	}
 }

@@ -6,15 +6,16 @@
 //
 // Every mutating operation takes the state directory's lock, reconciles
 // (endpoints whose veth vanished, namespaces whose `netalias run` owner
-// died, veths still waiting for deletion), does its work, rolls back on
-// error, and writes the changed network files atomically.
+// died, veths still waiting for deletion), does its work as named steps
+// each with its undo (steps.go), rolls back on error, and writes the
+// changed network files atomically. Deciding is pure (plan.go); the kernel
+// is reached through a seam of small interfaces (kernel.go) that tests
+// replace with agent/internal/fakekernel.
 package agent
 
 import (
-	"crypto/rand"
 	"crypto/sha256"
-	"encoding/hex"
-	"net/netip"
+	"log/slog"
 	"os"
 	"sort"
 	"time"
@@ -40,16 +41,35 @@ type Options struct {
 	// CLI starts a detached `netalias` process that deletes them; nil
 	// means delete them before returning (slow: an RCU grace period each).
 	Reap func()
+	// Kernel is the kernel seam (kernel.go); zero fields are the real
+	// kernel. Tests inject a fake.
+	Kernel Kernel
+	// Log receives best-effort failures and failed undos; nil means
+	// slog.Default() (stderr).
+	Log *slog.Logger
+}
+
+// stateFiles is where the Manager writes network files (*store.Store; a
+// test wraps it to fail writes).
+type stateFiles interface {
+	Write(f *state.File) error
+	WriteIntent(f *state.File) error
+	Remove(name string) error
 }
 
 // Manager performs agent operations on one state directory.
 type Manager struct {
 	store *store.Store
+	files stateFiles
+	k     Kernel
+	log   *slog.Logger
 	table string
 	group uint32 // link group of this state directory's pending veths
 	pools []ipam.Pool
 	emit  func(events.Event)
 	reap  func()
+	// reapBackoff is the first pause between the reaper's attempts.
+	reapBackoff time.Duration
 }
 
 // New opens the state directory.
@@ -70,7 +90,10 @@ func New(o Options) (*Manager, error) {
 		}
 	}
 	m := &Manager{store: st, table: firewall.TableName(st.Dir, state.DefaultDir), group: reapGroup(st.Dir),
-		pools: pools, emit: o.Emit, reap: o.Reap}
+		pools: pools, emit: o.Emit, reap: o.Reap, files: st, k: o.Kernel.withDefaults(), log: o.Log, reapBackoff: 50 * time.Millisecond}
+	if m.log == nil {
+		m.log = slog.Default()
+	}
 	if m.emit == nil {
 		m.emit = func(events.Event) {}
 	}
@@ -95,11 +118,7 @@ func reapGroup(dir string) uint32 {
 	return 0x6e610000 | uint32(sum[0])<<8 | uint32(sum[1])
 }
 
-func newID() string {
-	var b [32]byte
-	rand.Read(b[:])
-	return hex.EncodeToString(b[:])
-}
+func newID() string { return state.NewID() }
 
 // bridgeName derives the bridge from the network ID: "na-" + 12 hex.
 func bridgeName(id string) string { return firewall.BridgePrefix + id[:12] }
@@ -125,18 +144,5 @@ func fwNets(files map[string]*state.File) []firewall.Net {
 }
 
 func toFW(n state.Network) firewall.Net {
-	fn := firewall.Net{Bridge: n.Bridge, Internal: n.Internal}
-	fn.Subnet, _ = parsePrefix(n.Subnet)
-	fn.Subnet6, _ = parsePrefix(n.Subnet6)
-	return fn
+	return firewall.Net{Bridge: n.Bridge, Internal: n.Internal, Subnet: n.Subnet, Subnet6: n.Subnet6}
 }
-
-func parseNet(n state.Network) (gw netip.Addr, sub netip.Prefix, gw6 netip.Addr, sub6 netip.Prefix) {
-	gw, _ = netip.ParseAddr(n.Gateway)
-	sub, _ = parsePrefix(n.Subnet)
-	gw6, _ = netip.ParseAddr(n.Gateway6)
-	sub6, _ = parsePrefix(n.Subnet6)
-	return
-}
-
-func netipPrefix(a netip.Addr, bits int) netip.Prefix { return netip.PrefixFrom(a, bits) }

@@ -4,16 +4,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/netip"
 	"os"
 	"sort"
 	"strings"
 
 	"github.com/netalias/netalias/agent/events"
 	"github.com/netalias/netalias/agent/firewall"
-	"github.com/netalias/netalias/agent/ipam"
-	"github.com/netalias/netalias/agent/link"
-	"github.com/netalias/netalias/agent/names"
 	"github.com/netalias/netalias/agent/store"
 	"github.com/netalias/netalias/state"
 )
@@ -33,70 +29,16 @@ type NetworkSpec struct {
 // ErrNotFound marks unknown networks and endpoints.
 var ErrNotFound = errors.New("not found")
 
-func parsePrefix(s string) (netip.Prefix, error) {
-	if s == "" {
-		return netip.Prefix{}, nil
-	}
-	return netip.ParsePrefix(s)
-}
-
 // CreateNetwork creates a bridge network. On error nothing is left behind.
+//
+// Steps: state file (first: if this process dies, the next reconcile
+// finds a network without its bridge and completes it, rather than a
+// bridge nobody knows) → bridge → firewall → IP forwarding.
 func (m *Manager) CreateNetwork(spec NetworkSpec) (*state.Network, error) {
-	if err := names.Label("network name", spec.Name); err != nil {
+	p, err := parseNetworkSpec(spec, func() (int, error) { return m.k.Links.UplinkMTU(1500) })
+	if err != nil {
 		return nil, err
 	}
-	if spec.MTU == 0 {
-		// Like the uplink: a bridge MTU above the host's default-route
-		// interface breaks large outbound packets (cloud VMs run 1400-1460).
-		spec.MTU = link.UplinkMTU(1500)
-	}
-	if spec.MTU < 68 || spec.MTU > 65535 {
-		return nil, fmt.Errorf("invalid --mtu %d: must be between 68 and 65535", spec.MTU)
-	}
-	if (spec.Subnet6 != "" || spec.Gateway6 != "") && !spec.IPv6 {
-		spec.IPv6 = true
-	}
-	if spec.Gateway != "" && spec.Subnet == "" {
-		return nil, errors.New("--gateway needs --subnet")
-	}
-	if spec.Gateway6 != "" && spec.Subnet6 == "" {
-		return nil, errors.New("--gateway6 needs --subnet6")
-	}
-	var sub, sub6 netip.Prefix
-	var gw, gw6 netip.Addr
-	var err error
-	if spec.Subnet != "" {
-		if sub, err = netip.ParsePrefix(spec.Subnet); err != nil {
-			return nil, fmt.Errorf("invalid --subnet %q: not a CIDR like 10.77.0.0/24", spec.Subnet)
-		}
-		gw = ipam.FirstHost(sub)
-		if spec.Gateway != "" {
-			if gw, err = netip.ParseAddr(spec.Gateway); err != nil {
-				return nil, fmt.Errorf("invalid --gateway %q: not an IP address", spec.Gateway)
-			}
-		}
-		if err := ipam.CheckSubnet("--subnet", sub, gw, true); err != nil {
-			return nil, err
-		}
-	}
-	if spec.Subnet6 != "" {
-		if sub6, err = netip.ParsePrefix(spec.Subnet6); err != nil {
-			return nil, fmt.Errorf("invalid --subnet6 %q: not a CIDR like fd00:1::/64", spec.Subnet6)
-		}
-		gw6 = ipam.FirstHost(sub6)
-		if spec.Gateway6 != "" {
-			if gw6, err = netip.ParseAddr(spec.Gateway6); err != nil {
-				return nil, fmt.Errorf("invalid --gateway6 %q: not an IP address", spec.Gateway6)
-			}
-		}
-		if err := ipam.CheckSubnet("--subnet6", sub6, gw6, false); err != nil {
-			return nil, err
-		}
-	} else if spec.IPv6 {
-		sub6 = ipam.RandomULA64()
-		gw6 = ipam.FirstHost(sub6)
-	}
-
 	lk, snap, err := m.begin()
 	if err != nil {
 		return nil, err
@@ -108,105 +50,57 @@ func (m *Manager) CreateNetwork(spec NetworkSpec) (*state.Network, error) {
 	if err := snap.CorruptFor(spec.Name); err != nil {
 		return nil, fmt.Errorf("network %q cannot be created: %w", spec.Name, err)
 	}
-	host, err := link.HostPrefixes()
+	host, err := m.k.Links.HostPrefixes()
 	if err != nil {
 		return nil, err
 	}
-	taken := append([]netip.Prefix(nil), host...)
-	for _, f := range snap.Files {
-		for _, s := range []string{f.Network.Subnet, f.Network.Subnet6} {
-			if p, err := parsePrefix(s); err == nil && p.IsValid() {
-				taken = append(taken, p)
-			}
-		}
+	if p, err = chooseSubnets(p, snap.Files, host, m.pools); err != nil {
+		return nil, err
 	}
-	if sub.IsValid() {
-		if err := overlapError("--subnet", sub, snap, host); err != nil {
-			return nil, err
-		}
-	} else {
-		if sub, err = ipam.AllocSubnet(m.pools, taken); err != nil {
-			return nil, err
-		}
-		gw = ipam.FirstHost(sub)
-	}
-	if sub6.IsValid() {
-		if err := overlapError("--subnet6", sub6, snap, host); err != nil {
-			return nil, err
-		}
-	}
-
-	id := newID()
-	n := state.Network{
-		ID: id, Name: spec.Name, Bridge: bridgeName(id),
-		Subnet: sub.String(), Gateway: gw.String(),
-		Internal: spec.Internal, MTU: spec.MTU, Created: now(),
-	}
-	if sub6.IsValid() {
-		n.Subnet6, n.Gateway6 = sub6.String(), gw6.String()
-	}
-	br := link.Bridge{Name: n.Bridge, MTU: n.MTU, Gateway: netip.PrefixFrom(gw, sub.Bits())}
-	if sub6.IsValid() {
-		br.Gateway6 = netip.PrefixFrom(gw6, sub6.Bits())
-	}
-	// The file comes first: if this process dies before the end, the next
-	// reconcile finds a network without its bridge and completes it
-	// (restoreBridge, firewall), rather than a bridge nobody knows.
+	n := newNetwork(newID(), spec.Name, p, spec.Internal)
 	f := &state.File{Version: state.Version, Network: n, Endpoints: []state.Endpoint{}}
-	if err := m.store.Write(f); err != nil {
-		m.store.Remove(n.Name)
-		return nil, err
+
+	t := newTxn(m.log, fmt.Sprintf("create network %q", n.Name))
+	err = t.step("state", func() error { return m.files.Write(f) },
+		func() error { return m.files.Remove(n.Name) })
+	if err == nil {
+		err = t.step("bridge", func() error { return m.k.Links.CreateBridge(bridgeOf(n)) },
+			func() error { return m.k.Links.DeleteLink(n.Bridge) })
 	}
-	bridgeMade := false
-	rollback := func(err error) (*state.Network, error) {
-		delete(snap.Files, n.Name)
-		if bridgeMade {
-			link.DeleteLink(n.Bridge)
-		}
-		m.syncFirewall(snap)
-		m.store.Remove(n.Name)
-		return nil, err
-	}
-	if err := link.CreateBridge(br); err != nil {
-		return rollback(err)
-	}
-	bridgeMade = true
-	snap.Files[n.Name] = f
-	if err := m.syncFirewall(snap); err != nil {
-		return rollback(err)
-	}
-	if err := failpoint("create:firewall " + n.Bridge); err != nil {
-		return rollback(err)
-	}
-	if !n.Internal {
-		if err := link.EnableForwarding(sub6.IsValid()); err != nil {
-			return rollback(fmt.Errorf("enable IP forwarding: %w", err))
+	if err == nil {
+		err = t.step("firewall", func() error {
+			snap.Files[n.Name] = f
+			return m.syncFirewall(snap)
+		}, func() error {
+			delete(snap.Files, n.Name)
+			return m.syncFirewall(snap)
+		})
+		if err != nil {
+			delete(snap.Files, n.Name) // the failed step's own change
 		}
 	}
-	m.emit(events.Event{Time: now(), Type: "network", Action: "create", Network: n.Name, Subnet: n.Subnet})
+	if err == nil && !n.Internal {
+		err = t.step("forwarding", func() error {
+			if err := m.k.Sysctl.EnableForwarding(n.Subnet6.IsValid()); err != nil {
+				return fmt.Errorf("enable IP forwarding: %w", err)
+			}
+			return nil
+		}, nil)
+	}
+	if err != nil {
+		return nil, t.rollback(err)
+	}
+	m.emit(events.Event{Time: now(), Type: "network", Action: "create", Network: n.Name, Subnet: n.Subnet.String()})
 	return &n, nil
 }
 
-// overlapError names what a requested subnet collides with.
-func overlapError(flag string, p netip.Prefix, snap *store.Snapshot, host []netip.Prefix) error {
-	for _, name := range snap.Names() {
-		n := snap.Files[name].Network
-		for _, s := range []string{n.Subnet, n.Subnet6} {
-			if q, err := parsePrefix(s); err == nil && q.IsValid() && q.Overlaps(p) {
-				return fmt.Errorf("%s %s overlaps network %q (%s)", flag, p, name, q)
-			}
-		}
-	}
-	for _, q := range host {
-		if q.Overlaps(p) {
-			return fmt.Errorf("%s %s overlaps %s, already in use on this host (address or route)", flag, p, q)
-		}
-	}
-	return nil
-}
-
 // RemoveNetwork removes a network: its bridge, its rules, its file.
-// Attached endpoints make it fail unless force, which disconnects them.
+// Attached endpoints make it fail unless force, which disconnects them
+// first (as Disconnect does: committed one by one).
+//
+// Steps for the network itself: firewall (without it) → bridge → pending
+// veths → state file. A failure before the file goes undoes the firewall
+// and bridge steps: the network stays as it was.
 func (m *Manager) RemoveNetwork(name string, force bool) error {
 	lk, snap, err := m.begin()
 	if err != nil {
@@ -224,37 +118,59 @@ func (m *Manager) RemoveNetwork(name string, force bool) error {
 		}
 		return fmt.Errorf("network %q has %d endpoint(s) attached (%s): disconnect them first or use --force", name, len(eps), strings.Join(eps, ", "))
 	}
-	// Endpoints go first (their pairs die with the delete), then the bridge.
 	var evs []events.Event
-	for _, ep := range f.Endpoints {
-		if err := link.DeleteLink(ep.HostVeth); err != nil {
-			return err
+	for i := len(f.Endpoints) - 1; i >= 0; i-- {
+		ep := f.Endpoints[i]
+		if err := m.detach(snap, f, i); err != nil {
+			return fmt.Errorf("network %q: disconnect %q: %w", name, ep.Name, err)
 		}
 		evs = append(evs, epEvent("disconnect", f.Network, ep, "network removed"))
 	}
-	for _, p := range f.PendingDelete {
-		if err := link.DeleteLink(p.Name); err != nil {
-			return err
+	t := newTxn(m.log, fmt.Sprintf("remove network %q", name))
+	err = t.step("firewall", func() error {
+		delete(snap.Files, name)
+		return m.syncFirewall(snap)
+	}, func() error {
+		snap.Files[name] = f
+		return m.syncFirewall(snap)
+	})
+	if err != nil {
+		snap.Files[name] = f
+	}
+	if err == nil {
+		err = t.step("bridge", func() error { return m.k.Links.DeleteLink(f.Network.Bridge) },
+			func() error { return m.k.Links.CreateBridge(bridgeOf(f.Network)) })
+	}
+	if err == nil {
+		// Irreversible but harmless: these were to be deleted anyway (the
+		// state file still lists them if a later step fails).
+		err = t.step("pending veths", func() error {
+			for _, p := range f.PendingDelete {
+				if err := m.k.Links.DeleteLink(p.Name); err != nil {
+					return err
+				}
+			}
+			return nil
+		}, nil)
+	}
+	if err == nil {
+		err = t.step("state", func() error {
+			if err := m.files.Remove(name); err != nil {
+				return fmt.Errorf("remove state of network %q: %w", name, err)
+			}
+			return nil
+		}, nil)
+	}
+	if err != nil {
+		for _, ev := range evs {
+			m.emit(ev)
 		}
-	}
-	if err := link.DeleteLink(f.Network.Bridge); err != nil {
-		return err
-	}
-	containers := containersOf(f)
-	delete(snap.Files, name)
-	if err := m.syncFirewall(snap); err != nil {
-		return err
-	}
-	if err := m.store.Remove(name); err != nil {
-		return fmt.Errorf("remove state of network %q: %w", name, err)
-	}
-	for _, c := range containers {
-		m.updateResolver(snap, c)
+		return t.rollback(err)
 	}
 	for _, ev := range evs {
 		m.emit(ev)
 	}
-	m.emit(events.Event{Time: now(), Type: "network", Action: "remove", Network: name, Subnet: f.Network.Subnet})
+	m.emit(events.Event{Time: now(), Type: "network", Action: "remove", Network: name, Subnet: f.Network.Subnet.String()})
 	return nil
 }
 
@@ -279,7 +195,7 @@ func (m *Manager) syncFirewall(snap *store.Snapshot) error {
 		}
 	}
 	sort.Slice(nets, func(i, j int) bool { return nets[i].Bridge < nets[j].Bridge })
-	return firewall.Sync(m.table, nets)
+	return m.k.Firewall.Sync(m.table, nets)
 }
 
 // EnsureFirewall re-syncs the rules if something outside removed them (a
@@ -289,7 +205,7 @@ func (m *Manager) EnsureFirewall() error {
 	if err != nil {
 		return err
 	}
-	if ok, err := firewall.Healthy(m.table, fwNets(snap.Files)); err != nil || ok {
+	if ok, err := m.k.Firewall.Healthy(m.table, fwNets(snap.Files)); err != nil || ok {
 		return err
 	}
 	lk, snap, err := m.begin()

@@ -75,15 +75,22 @@ func (m *Manager) Run(spec RunSpec) (int, error) {
 	}
 	owner := &state.Owner{PID: os.Getpid(), StartTime: netns.StartTime(os.Getpid())}
 	cleanup := func() error { return m.Release(path) }
+	// On the error paths the command's error is what the user needs; a
+	// failed cleanup is logged (the next command reclaims what is left).
+	cleanupQuietly := func() {
+		if err := cleanup(); err != nil {
+			m.log.Error("run: cleanup failed", "namespace", path, "err", err)
+		}
+	}
 	for _, n := range spec.Networks {
 		if _, err := m.Connect(ConnectSpec{Network: n, Netns: path, Name: spec.Name,
 			Aliases: spec.Aliases, Links: spec.Links, Owner: owner}); err != nil {
-			cleanup()
+			cleanupQuietly()
 			return 0, err
 		}
 		select {
 		case s := <-sigs:
-			cleanup()
+			cleanupQuietly()
 			return 128 + int(s.(syscall.Signal)), nil
 		default:
 		}
@@ -93,7 +100,7 @@ func (m *Manager) Run(spec RunSpec) (int, error) {
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = spec.Stdin, spec.Stdout, spec.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNS, Pdeathsig: syscall.SIGKILL}
 	if err := netns.StartIn(path, cmd); err != nil {
-		cleanup()
+		cleanupQuietly()
 		return 0, fmt.Errorf("run %s: %w", spec.Argv[0], err)
 	}
 	done := make(chan error, 1)
@@ -103,7 +110,9 @@ wait:
 	for {
 		select {
 		case s := <-sigs:
-			cmd.Process.Signal(s)
+			if err := cmd.Process.Signal(s); err != nil {
+				m.log.Warn("run: signal not forwarded", "signal", s, "err", err)
+			}
 		case werr = <-done:
 			break wait
 		}
@@ -117,7 +126,7 @@ wait:
 			code = ee.ExitCode()
 		}
 	} else if werr != nil {
-		cleanup()
+		cleanupQuietly()
 		return 0, werr
 	}
 	if err := cleanup(); err != nil {
@@ -142,16 +151,20 @@ func (m *Manager) Release(nsPath string) error {
 			if ep.Container != nsPath {
 				continue
 			}
-			if err := m.detach(snap, f, i); err != nil && firstErr == nil {
-				firstErr = err
+			if err := m.detach(snap, f, i); err != nil {
+				if firstErr == nil {
+					firstErr = err
+				}
 				continue
 			}
 			m.emit(epEvent("disconnect", f.Network, ep, ""))
 		}
 	}
 	if netsName := nsName(nsPath); netsName != "" {
-		resolvconf.Remove(netsName)
-		if err := netns.Delete(netsName); err != nil && firstErr == nil {
+		if err := m.k.Resolver.Remove(netsName); err != nil && firstErr == nil {
+			firstErr = err
+		}
+		if err := m.k.Namespaces.Delete(netsName); err != nil && firstErr == nil {
 			firstErr = err
 		}
 	}

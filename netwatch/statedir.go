@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"sync"
@@ -229,19 +228,15 @@ func (r *stateRun) read(p string) (*Network, []byte, error) {
 
 // FromState converts a validated state file to a Network.
 func FromState(f *state.File) *Network {
-	n := &Network{Name: f.Network.Name}
-	n.Subnet, _ = netip.ParsePrefix(f.Network.Subnet)
-	n.Subnet6, _ = netip.ParsePrefix(f.Network.Subnet6)
-	n.Gateway, _ = netip.ParseAddr(f.Network.Gateway)
-	n.Gateway6, _ = netip.ParseAddr(f.Network.Gateway6)
+	n := &Network{Name: f.Network.Name, Subnet: f.Network.Subnet, Subnet6: f.Network.Subnet6,
+		Gateway: f.Network.Gateway, Gateway6: f.Network.Gateway6}
 	n.Endpoints = make([]Endpoint, 0, len(f.Endpoints))
 	for _, e := range f.Endpoints {
-		ep := Endpoint{Name: e.Name, Aliases: e.Aliases, HostVeth: e.HostVeth, Container: e.Container}
+		ep := Endpoint{Name: e.Name, Aliases: e.Aliases, HostVeth: e.HostVeth, Container: e.Container,
+			IPv4: e.IPv4, IPv6: e.IPv6}
 		if ep.Container == "" {
 			ep.Container = e.Netns
 		}
-		ep.IPv4, _ = netip.ParseAddr(e.IPv4)
-		ep.IPv6, _ = netip.ParseAddr(e.IPv6)
 		for _, l := range e.Links {
 			ep.Links = append(ep.Links, Link{Target: l.Target, Alias: l.Alias})
 		}

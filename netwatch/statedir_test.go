@@ -3,6 +3,7 @@ package netwatch
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,10 +15,12 @@ import (
 	"github.com/netalias/netalias/state"
 )
 
+const testID = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+
 func netFile(name, ip string) *state.File {
 	return &state.File{
-		Network:   state.Network{Name: name, Subnet: "10.202.5.0/24", Gateway: "10.202.5.1"},
-		Endpoints: []state.Endpoint{{Name: "c1", IPv4: ip, Container: "c1"}},
+		Network:   state.Network{ID: testID, Name: name, Subnet: netip.MustParsePrefix("10.202.5.0/24"), Gateway: netip.MustParseAddr("10.202.5.1")},
+		Endpoints: []state.Endpoint{{ID: testID, Name: "c1", IPv4: netip.MustParseAddr(ip), Container: "c1"}},
 	}
 }
 
@@ -185,9 +188,9 @@ func reportPercentiles(b *testing.B, lat []time.Duration) {
 func BenchmarkStateChangeToAnswerLarge(b *testing.B) {
 	dir := b.TempDir()
 	for n := 0; n < 100; n++ {
-		f := &state.File{Network: state.Network{Name: fmt.Sprintf("net%d", n), Subnet: fmt.Sprintf("10.202.%d.0/24", n)}}
+		f := &state.File{Network: state.Network{ID: testID, Name: fmt.Sprintf("net%d", n), Subnet: netip.MustParsePrefix(fmt.Sprintf("10.202.%d.0/24", n))}}
 		for e := 0; e < 100; e++ {
-			f.Endpoints = append(f.Endpoints, state.Endpoint{Name: fmt.Sprintf("c%d", e), IPv4: fmt.Sprintf("10.202.%d.%d", n, e+2), Container: fmt.Sprintf("n%d-c%d", n, e)})
+			f.Endpoints = append(f.Endpoints, state.Endpoint{ID: testID, Name: fmt.Sprintf("c%d", e), IPv4: netip.MustParseAddr(fmt.Sprintf("10.202.%d.%d", n, e+2)), Container: fmt.Sprintf("n%d-c%d", n, e)})
 		}
 		state.Write(dir, f)
 	}
@@ -205,7 +208,7 @@ func BenchmarkStateChangeToAnswerLarge(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		ip := fmt.Sprintf("10.202.42.%d", 200+i%50)
-		f.Endpoints[0].IPv4 = ip
+		f.Endpoints[0].IPv4 = netip.MustParseAddr(ip)
 		state.Write(dir, f)
 		t0 := time.Now()
 		for addrOf(st, "net42", "c0") != ip {

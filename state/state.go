@@ -19,6 +19,8 @@
 package state
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -80,30 +82,30 @@ type Owner struct {
 
 // Network is a bridge network.
 type Network struct {
-	ID       string    `json:"id"`
-	Name     string    `json:"name"`
-	Bridge   string    `json:"bridge"`
-	Subnet   string    `json:"subnet"`            // CIDR, e.g. 172.20.0.0/16
-	Gateway  string    `json:"gateway"`           // address on the bridge
-	Subnet6  string    `json:"subnet6,omitempty"` // empty unless dual-stack
-	Gateway6 string    `json:"gateway6,omitempty"`
-	Internal bool      `json:"internal"`
-	MTU      int       `json:"mtu"`
-	Created  time.Time `json:"created"`
+	ID       string       `json:"id"`
+	Name     string       `json:"name"`
+	Bridge   string       `json:"bridge"`
+	Subnet   netip.Prefix `json:"subnet"`           // CIDR, e.g. 172.20.0.0/16
+	Gateway  netip.Addr   `json:"gateway"`          // address on the bridge
+	Subnet6  netip.Prefix `json:"subnet6,omitzero"` // zero unless dual-stack
+	Gateway6 netip.Addr   `json:"gateway6,omitzero"`
+	Internal bool         `json:"internal"`
+	MTU      int          `json:"mtu"`
+	Created  time.Time    `json:"created"`
 }
 
 // Endpoint is one container's attachment to a network.
 type Endpoint struct {
-	ID       string   `json:"id"`
-	Name     string   `json:"name"` // DNS label: resolves as NAME.NETWORK
-	Aliases  []string `json:"aliases,omitempty"`
-	Links    []Link   `json:"links,omitempty"`
-	IPv4     string   `json:"ipv4,omitempty"` // address without prefix
-	IPv6     string   `json:"ipv6,omitempty"`
-	MAC      string   `json:"mac"`
-	HostVeth string   `json:"host_veth"` // host-side veth name, on the bridge
-	IfName   string   `json:"ifname"`    // interface name inside the namespace
-	Netns    string   `json:"netns"`     // path of the namespace, e.g. /run/netns/c1
+	ID       string     `json:"id"`
+	Name     string     `json:"name"` // DNS label: resolves as NAME.NETWORK
+	Aliases  []string   `json:"aliases,omitempty"`
+	Links    []Link     `json:"links,omitempty"`
+	IPv4     netip.Addr `json:"ipv4,omitzero"` // address without prefix
+	IPv6     netip.Addr `json:"ipv6,omitzero"`
+	MAC      string     `json:"mac"`
+	HostVeth string     `json:"host_veth"` // host-side veth name, on the bridge
+	IfName   string     `json:"ifname"`    // interface name inside the namespace
+	Netns    string     `json:"netns"`     // path of the namespace, e.g. /run/netns/c1
 	// Container identifies the container across networks: endpoints with
 	// the same Container value belong to one container (its namespace).
 	Container string    `json:"container"`
@@ -121,8 +123,8 @@ type Link struct {
 
 // Lease is a remembered address pair.
 type Lease struct {
-	IPv4 string `json:"ipv4,omitempty"`
-	IPv6 string `json:"ipv6,omitempty"`
+	IPv4 netip.Addr `json:"ipv4,omitzero"`
+	IPv6 netip.Addr `json:"ipv6,omitzero"`
 }
 
 // NetworksPath returns DIR/networks.
@@ -189,29 +191,69 @@ func Read(path string) (*File, error) {
 	return Decode(path, data)
 }
 
-// Validate checks what a reader relies on: the version, the network's name
-// and subnet, and that every endpoint address parses.
+// Validate checks what a reader relies on: the version, the IDs (64 hex
+// digits, as NewID makes), the network's name, that the subnets, gateways
+// and endpoint addresses are of their family and inside their subnet.
+// Addresses were parsed when the file was decoded.
 func (f *File) Validate() error {
 	if f.Version != Version {
 		return fmt.Errorf("unsupported version %d (want %d)", f.Version, Version)
 	}
-	if f.Network.Name == "" {
+	n := &f.Network
+	if n.Name == "" {
 		return errors.New("network has no name")
 	}
-	if _, err := netip.ParsePrefix(f.Network.Subnet); err != nil {
-		return fmt.Errorf("network %q: bad subnet: %v", f.Network.Name, err)
+	if err := ValidID(n.ID); err != nil {
+		return fmt.Errorf("network %q: %w", n.Name, err)
+	}
+	if !n.Subnet.IsValid() || !n.Subnet.Addr().Is4() {
+		return fmt.Errorf("network %q: subnet %q is not an IPv4 CIDR", n.Name, n.Subnet)
+	}
+	if n.Gateway.IsValid() && !n.Subnet.Contains(n.Gateway) {
+		return fmt.Errorf("network %q: gateway %s is outside subnet %s", n.Name, n.Gateway, n.Subnet)
+	}
+	if n.Subnet6.IsValid() && n.Subnet6.Addr().Is4() {
+		return fmt.Errorf("network %q: subnet6 %s is not an IPv6 CIDR", n.Name, n.Subnet6)
+	}
+	if n.Gateway6.IsValid() && !n.Subnet6.Contains(n.Gateway6) {
+		return fmt.Errorf("network %q: gateway6 %s is outside subnet6 %s", n.Name, n.Gateway6, n.Subnet6)
 	}
 	for _, ep := range f.Endpoints {
 		if ep.Name == "" {
-			return fmt.Errorf("network %q: endpoint %q has no name", f.Network.Name, ep.ID)
+			return fmt.Errorf("network %q: endpoint %q has no name", n.Name, ep.ID)
 		}
-		for _, a := range []string{ep.IPv4, ep.IPv6} {
-			if a == "" {
-				continue
-			}
-			if _, err := netip.ParseAddr(a); err != nil {
-				return fmt.Errorf("network %q: endpoint %q: bad address: %v", f.Network.Name, ep.Name, err)
-			}
+		if err := ValidID(ep.ID); err != nil {
+			return fmt.Errorf("network %q: endpoint %q: %w", n.Name, ep.Name, err)
+		}
+		if ep.IPv4.IsValid() && !n.Subnet.Contains(ep.IPv4) {
+			return fmt.Errorf("network %q: endpoint %q: ipv4 %s is outside subnet %s", n.Name, ep.Name, ep.IPv4, n.Subnet)
+		}
+		if ep.IPv6.IsValid() && !n.Subnet6.Contains(ep.IPv6) {
+			return fmt.Errorf("network %q: endpoint %q: ipv6 %s is outside subnet6 %v", n.Name, ep.Name, ep.IPv6, n.Subnet6)
+		}
+	}
+	return nil
+}
+
+// IDLen is the length of network and endpoint IDs: 32 random bytes in hex.
+const IDLen = 64
+
+// NewID returns a fresh random ID (IDLen lowercase hex digits).
+func NewID() string {
+	var b [IDLen / 2]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// ValidID checks that id looks like NewID made it: names derived from it
+// (bridge, veths) take its first 12 digits.
+func ValidID(id string) error {
+	if len(id) != IDLen {
+		return fmt.Errorf("id %q is %d characters long, want %d hex digits", id, len(id), IDLen)
+	}
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return fmt.Errorf("id %q has %q at %d: want lowercase hex digits", id, c, i)
 		}
 	}
 	return nil

@@ -1,19 +1,27 @@
 package state
 
 import (
+	"bytes"
 	"errors"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 )
 
+const (
+	netID = "3f0c9a1be2d74c55a1e0f2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f7"
+	epID  = "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90"
+)
+
 func sample() *File {
 	return &File{
-		Network: Network{ID: "abc", Name: "testnet", Bridge: "na-abc", Subnet: "10.9.0.0/24", Gateway: "10.9.0.1", MTU: 1500},
-		Endpoints: []Endpoint{{ID: "e1", Name: "c1", Aliases: []string{"centos-1"}, IPv4: "10.9.0.2",
+		Network: Network{ID: netID, Name: "testnet", Bridge: "na-3f0c9a1be2d7",
+			Subnet: netip.MustParsePrefix("10.9.0.0/24"), Gateway: netip.MustParseAddr("10.9.0.1"), MTU: 1500},
+		Endpoints: []Endpoint{{ID: epID, Name: "c1", Aliases: []string{"centos-1"}, IPv4: netip.MustParseAddr("10.9.0.2"),
 			Links: []Link{{Target: "db1", Alias: "db"}}}},
-		Leases: map[string]Lease{"c1": {IPv4: "10.9.0.2"}},
+		Leases: map[string]Lease{"c1": {IPv4: netip.MustParseAddr("10.9.0.2")}},
 	}
 }
 
@@ -26,7 +34,7 @@ func TestWriteReadRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Version != Version || got.Endpoints[0].Aliases[0] != "centos-1" || got.Leases["c1"].IPv4 != "10.9.0.2" {
+	if got.Version != Version || got.Endpoints[0].Aliases[0] != "centos-1" || got.Leases["c1"].IPv4 != netip.MustParseAddr("10.9.0.2") {
 		t.Fatalf("round trip lost data: %+v", got)
 	}
 	// No temp file is left beside the network file.
@@ -36,19 +44,65 @@ func TestWriteReadRoundTrip(t *testing.T) {
 	}
 }
 
+// Files written by the string-typed format (before addresses were netip
+// types) decode and re-encode to the very same bytes: the format did not
+// change, only its Go types.
+func TestFormatUnchanged(t *testing.T) {
+	for _, name := range []string{"v1-dualstack.json", "v1-internal.json"} {
+		t.Run(name, func(t *testing.T) {
+			want, err := os.ReadFile(filepath.Join("testdata", name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			f, err := Decode(name, want)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := Encode(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Errorf("re-encoded file differs:\n%s\nwant:\n%s", got, want)
+			}
+		})
+	}
+}
+
 func TestDecodeRejects(t *testing.T) {
-	for name, data := range map[string]string{
-		"not json":       `{"version":1,`,
-		"future version": `{"version":99,"network":{"name":"n","subnet":"10.0.0.0/24"}}`,
-		"no name":        `{"version":1,"network":{"subnet":"10.0.0.0/24"}}`,
-		"bad subnet":     `{"version":1,"network":{"name":"n","subnet":"10.0.0.0"}}`,
-		"bad address":    `{"version":1,"network":{"name":"n","subnet":"10.0.0.0/24"},"endpoints":[{"name":"a","ipv4":"10.0.0.300"}]}`,
+	const net = `"id":"` + netID + `","name":"n"`
+	const ep = `"id":"` + epID + `","name":"a"`
+	for _, tc := range []struct{ name, data, want string }{
+		{"not json", `{"version":1,`, "unexpected end"},
+		{"future version", `{"version":99,"network":{` + net + `,"subnet":"10.0.0.0/24"}}`, "unsupported version 99"},
+		{"no name", `{"version":1,"network":{"id":"` + netID + `","subnet":"10.0.0.0/24"}}`, "no name"},
+		{"no id", `{"version":1,"network":{"name":"n","subnet":"10.0.0.0/24"}}`, `id "" is 0 characters`},
+		{"short id", `{"version":1,"network":{"id":"abc","name":"n","subnet":"10.0.0.0/24"}}`, `id "abc" is 3 characters`},
+		{"odd id", `{"version":1,"network":{"id":"` + strings.Repeat("Z", 64) + `","name":"n","subnet":"10.0.0.0/24"}}`, `'Z' at 0`},
+		{"bad subnet", `{"version":1,"network":{` + net + `,"subnet":"10.0.0.0"}}`, "10.0.0.0"},
+		{"no subnet", `{"version":1,"network":{` + net + `}}`, "not an IPv4 CIDR"},
+		{"v6 subnet", `{"version":1,"network":{` + net + `,"subnet":"fd00::/64"}}`, "not an IPv4 CIDR"},
+		{"gateway outside", `{"version":1,"network":{` + net + `,"subnet":"10.0.0.0/24","gateway":"10.0.1.1"}}`, "outside subnet"},
+		{"v4 subnet6", `{"version":1,"network":{` + net + `,"subnet":"10.0.0.0/24","subnet6":"10.1.0.0/24"}}`, "not an IPv6 CIDR"},
+		{"bad address", `{"version":1,"network":{` + net + `,"subnet":"10.0.0.0/24"},"endpoints":[{` + ep + `,"ipv4":"10.0.0.300"}]}`, "10.0.0.300"},
+		{"address outside", `{"version":1,"network":{` + net + `,"subnet":"10.0.0.0/24"},"endpoints":[{` + ep + `,"ipv4":"10.0.9.3"}]}`, "outside subnet"},
+		{"ipv6 without subnet6", `{"version":1,"network":{` + net + `,"subnet":"10.0.0.0/24"},"endpoints":[{` + ep + `,"ipv6":"fd00::3"}]}`, "outside subnet6"},
+		{"endpoint short id", `{"version":1,"network":{` + net + `,"subnet":"10.0.0.0/24"},"endpoints":[{"id":"e1","name":"a"}]}`, `endpoint "a": id "e1"`},
 	} {
-		_, err := Decode("/x/n.json", []byte(data))
-		var ce *CorruptError
-		if !errors.As(err, &ce) || !strings.Contains(err.Error(), "/x/n.json") {
-			t.Errorf("%s: got %v, want a CorruptError naming the path", name, err)
-		}
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Decode("/x/n.json", []byte(tc.data))
+			var ce *CorruptError
+			if !errors.As(err, &ce) || !strings.Contains(err.Error(), "/x/n.json") || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("got %v, want a CorruptError naming the path and %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestNewIDIsValid(t *testing.T) {
+	a, b := NewID(), NewID()
+	if err := ValidID(a); err != nil || a == b {
+		t.Fatalf("NewID() = %q, %q: %v", a, b, err)
 	}
 }
 

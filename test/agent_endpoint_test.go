@@ -46,13 +46,13 @@ func TestAgentParallelConnects(t *testing.T) {
 	f := e.file(net)
 	seen := map[string]string{}
 	for _, ep := range f.Endpoints {
-		if other, dup := seen[ep.IPv4]; dup {
-			t.Fatalf("address %s given to %s and %s", ep.IPv4, other, ep.Name)
+		if other, dup := seen[ep.IPv4.String()]; dup {
+			t.Fatalf("address %s given to %s and %s", ep.IPv4.String(), other, ep.Name)
 		}
-		seen[ep.IPv4] = ep.Name
+		seen[ep.IPv4.String()] = ep.Name
 		out, _ := agExec(ep.Name, "ip", "-o", "-4", "addr", "show", "dev", "eth0")
-		if !strings.Contains(out, " "+ep.IPv4+"/") {
-			t.Errorf("%s: state says %s, kernel says %q", ep.Name, ep.IPv4, out)
+		if !strings.Contains(out, " "+ep.IPv4.String()+"/") {
+			t.Errorf("%s: state says %s, kernel says %q", ep.Name, ep.IPv4.String(), out)
 		}
 	}
 	if len(seen) != n {
@@ -70,16 +70,16 @@ func TestAgentReconnectKeepsAddress(t *testing.T) {
 	c1, c2, c3 := agNetns(t), agNetns(t), agNetns(t)
 	e.must("connect", net, c1, "--name", "centos-1")
 	e.must("connect", net, c2)
-	was := e.endpoint(net, "centos-1").IPv4
+	was := e.endpoint(net, "centos-1").IPv4.String()
 	e.must("disconnect", net, c1)
 	e.must("connect", net, c3) // a newcomer must not take centos-1's address
-	if got := e.endpoint(net, c3).IPv4; got == was {
+	if got := e.endpoint(net, c3).IPv4.String(); got == was {
 		t.Fatalf("newcomer took the departed endpoint's address %s", was)
 	}
 	// centos-1 "restarts" in a new namespace under the same name.
 	c1b := agNetns(t)
 	e.must("connect", net, c1b, "--name", "centos-1")
-	if got := e.endpoint(net, "centos-1").IPv4; got != was {
+	if got := e.endpoint(net, "centos-1").IPv4.String(); got != was {
 		t.Fatalf("reconnected centos-1 got %s, had %s", got, was)
 	}
 	if err := agPing(c2, was); err != nil {
@@ -96,14 +96,14 @@ func TestAgentRunExitStatusAndCleanup(t *testing.T) {
 	e.network(net, "--subnet", sub)
 	peer := agNetns(t)
 	e.must("connect", net, peer, "--name", "centos-1")
-	peerIP := e.endpoint(net, "centos-1").IPv4
+	peerIP := e.endpoint(net, "centos-1").IPv4.String()
 	name := "nat-" + agRand()
 	r := e.run("run", "--name", name, "--network", net, "--alias", "c2", "--",
 		"sh", "-c", "cat /etc/resolv.conf; ping -c1 -W1 "+peerIP+" >/dev/null && echo PINGED; exit 7")
 	if r.code != 7 {
 		t.Fatalf("exit %d, want 7 (stderr %q)", r.code, r.stderr)
 	}
-	gw := e.file(net).Network.Gateway
+	gw := e.file(net).Network.Gateway.String()
 	if !strings.Contains(r.stdout, "nameserver "+gw) || !strings.Contains(r.stdout, "search "+net) || !strings.Contains(r.stdout, "PINGED") {
 		t.Errorf("command output %q: want our resolver file and a reply from %s", r.stdout, peerIP)
 	}
@@ -200,7 +200,7 @@ func TestAgentVanishedNamespaceReconciled(t *testing.T) {
 	if len(f.Endpoints) != 0 {
 		t.Fatalf("endpoint of the destroyed namespace still in state")
 	}
-	if f.Leases[c].IPv4 != ep.IPv4 {
+	if f.Leases[c].IPv4.String() != ep.IPv4.String() {
 		t.Errorf("lease forgotten: %+v", f.Leases)
 	}
 }
@@ -232,11 +232,11 @@ func TestAgentConnectByPID(t *testing.T) {
 	}
 	peer := agNetns(t)
 	e.must("connect", net, peer)
-	if err := agPing(peer, ep.IPv4); err != nil {
+	if err := agPing(peer, ep.IPv4.String()); err != nil {
 		t.Fatalf("peer cannot reach the PID's namespace: %v", err)
 	}
 	e.must("disconnect", net, pid)
-	if err := agPing(peer, ep.IPv4); err == nil {
+	if err := agPing(peer, ep.IPv4.String()); err == nil {
 		t.Error("still reachable after disconnect")
 	}
 }

@@ -23,7 +23,7 @@ func TestAgentBadInput(t *testing.T) {
 	e.network(net, "--subnet", s1)
 	c1, c2 := agNetns(t), agNetns(t)
 	e.must("connect", net, c1, "--name", "web")
-	used := e.endpoint(net, "web").IPv4
+	used := e.endpoint(net, "web").IPv4.String()
 	// A process inside c1: its PID names the same namespace as c1.
 	inside := exec.Command("ip", "netns", "exec", c1, "sleep", "60")
 	if err := inside.Start(); err != nil {

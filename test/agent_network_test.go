@@ -23,11 +23,11 @@ func TestAgentTwoNamespacesPing(t *testing.T) {
 	e.must("connect", net, "/run/netns/"+c2, "--name", "centos-2", "--link", "centos-1:db")
 
 	ep1, ep2 := e.endpoint(net, c1), e.endpoint(net, "centos-2")
-	if err := agPing(c1, ep2.IPv4); err != nil {
-		t.Fatalf("%s cannot ping %s (%s): %v", c1, "centos-2", ep2.IPv4, err)
+	if err := agPing(c1, ep2.IPv4.String()); err != nil {
+		t.Fatalf("%s cannot ping %s (%s): %v", c1, "centos-2", ep2.IPv4.String(), err)
 	}
-	if err := agPing(c2, ep1.IPv4); err != nil {
-		t.Fatalf("%s cannot ping %s: %v", c2, ep1.IPv4, err)
+	if err := agPing(c2, ep1.IPv4.String()); err != nil {
+		t.Fatalf("%s cannot ping %s: %v", c2, ep1.IPv4.String(), err)
 	}
 	if ep1.IfName != "eth0" || !slices.Equal(ep1.Aliases, []string{"centos-1", "db.backend"}) {
 		t.Errorf("endpoint 1: ifname %q aliases %v", ep1.IfName, ep1.Aliases)
@@ -35,7 +35,7 @@ func TestAgentTwoNamespacesPing(t *testing.T) {
 	if len(ep2.Links) != 1 || ep2.Links[0] != (state.Link{Target: "centos-1", Alias: "db"}) {
 		t.Errorf("links not recorded: %+v", ep2.Links)
 	}
-	gw := e.file(net).Network.Gateway
+	gw := e.file(net).Network.Gateway.String()
 	if out, _ := agExec(c1, "ip", "route", "show", "default"); !strings.Contains(out, "via "+gw+" dev eth0") {
 		t.Errorf("default route in %s: %q, want via %s", c1, out, gw)
 	}
@@ -44,8 +44,8 @@ func TestAgentTwoNamespacesPing(t *testing.T) {
 		t.Errorf("resolv.conf of %s: %q, %v", c1, rc, err)
 	}
 	// The host reaches the containers too.
-	if out, err := exec.Command("ping", "-c1", "-W1", ep1.IPv4).CombinedOutput(); err != nil {
-		t.Errorf("host cannot ping %s: %v %s", ep1.IPv4, err, out)
+	if out, err := exec.Command("ping", "-c1", "-W1", ep1.IPv4.String()).CombinedOutput(); err != nil {
+		t.Errorf("host cannot ping %s: %v %s", ep1.IPv4.String(), err, out)
 	}
 	// Our rules in the host's FORWARD chain stay readable by iptables (and
 	// so by Docker, which edits that chain with iptables-nft).
@@ -90,15 +90,15 @@ func TestAgentTwoNetworksOneNamespace(t *testing.T) {
 	if !strings.Contains(string(rc), "search "+n1+" "+n2+"\n") {
 		t.Errorf("resolv.conf: %q", rc)
 	}
-	if err := agPing(c, e.endpoint(n2, peer).IPv4); err != nil {
+	if err := agPing(c, e.endpoint(n2, peer).IPv4.String()); err != nil {
 		t.Fatal(err)
 	}
 	e.must("disconnect", n2, c)
-	if err := agPing(peer, e.endpoint(n1, c).IPv4); err == nil {
+	if err := agPing(peer, e.endpoint(n1, c).IPv4.String()); err == nil {
 		t.Error("peer on the other network still reaches the namespace")
 	}
 	out, _ := agExec(c, "ip", "-o", "addr", "show", "dev", "eth0")
-	if !strings.Contains(out, e.endpoint(n1, c).IPv4+"/") {
+	if !strings.Contains(out, e.endpoint(n1, c).IPv4.String()+"/") {
 		t.Errorf("eth0 lost its address after leaving the other network: %q", out)
 	}
 	rc, _ = os.ReadFile("/etc/netns/" + c + "/resolv.conf")
@@ -109,7 +109,7 @@ func TestAgentTwoNetworksOneNamespace(t *testing.T) {
 	// nameserver to the one that remains.
 	e.must("connect", n2, c)
 	e.must("disconnect", n1, c)
-	gw2 := e.file(n2).Network.Gateway
+	gw2 := e.file(n2).Network.Gateway.String()
 	if r, _ := agExec(c, "ip", "route", "show", "default"); !strings.Contains(r, "via "+gw2) {
 		t.Errorf("default route after leaving %s: %q, want via %s", n1, r, gw2)
 	}
@@ -117,7 +117,7 @@ func TestAgentTwoNetworksOneNamespace(t *testing.T) {
 	if !strings.Contains(string(rc), "nameserver "+gw2+"\n") || strings.Contains(string(rc), n1) {
 		t.Errorf("resolv.conf after leaving %s: %q", n1, rc)
 	}
-	if err := agPing(c, e.endpoint(n2, peer).IPv4); err != nil {
+	if err := agPing(c, e.endpoint(n2, peer).IPv4.String()); err != nil {
 		t.Errorf("remaining network broken: %v", err)
 	}
 }
@@ -179,13 +179,13 @@ func TestAgentNetworksIsolated(t *testing.T) {
 	e.must("connect", n1, a)
 	e.must("connect", n1, a2)
 	e.must("connect", n2, b)
-	if err := agPing(a, e.endpoint(n1, a2).IPv4); err != nil {
+	if err := agPing(a, e.endpoint(n1, a2).IPv4.String()); err != nil {
 		t.Fatalf("same network: %v", err)
 	}
-	if err := agPing(a, e.endpoint(n2, b).IPv4); err == nil {
+	if err := agPing(a, e.endpoint(n2, b).IPv4.String()); err == nil {
 		t.Errorf("%s (network %s) reached %s on network %s", a, n1, b, n2)
 	}
-	if err := agPing(b, e.endpoint(n1, a).IPv4); err == nil {
+	if err := agPing(b, e.endpoint(n1, a).IPv4.String()); err == nil {
 		t.Errorf("%s (network %s) reached %s on network %s", b, n2, a, n1)
 	}
 }
@@ -206,20 +206,20 @@ func TestAgentInternalNoWayOut(t *testing.T) {
 	if r, _ := agExec(i1, "ip", "route", "show", "default"); strings.TrimSpace(r) != "" {
 		t.Errorf("internal namespace has a default route: %q", r)
 	}
-	if err := agPing(i1, e.endpoint(in, i2).IPv4); err != nil {
+	if err := agPing(i1, e.endpoint(in, i2).IPv4.String()); err != nil {
 		t.Fatalf("inside the internal network: %v", err)
 	}
-	gw := e.file(in).Network.Gateway
+	gw := e.file(in).Network.Gateway.String()
 	if r, err := agExec(i1, "ip", "route", "add", "default", "via", gw); err != nil {
 		t.Fatalf("add route by hand: %v %s", err, r)
 	}
-	if err := agPing(i1, e.endpoint(out, o).IPv4); err == nil {
+	if err := agPing(i1, e.endpoint(out, o).IPv4.String()); err == nil {
 		t.Error("internal namespace reached a namespace on another network")
 	}
 	// Nor can anything outside come in.
 	ro, _ := agExec(o, "ip", "route", "show", "default")
 	if strings.Contains(ro, "via") {
-		if err := agPing(o, e.endpoint(in, i1).IPv4); err == nil {
+		if err := agPing(o, e.endpoint(in, i1).IPv4.String()); err == nil {
 			t.Error("outside namespace reached the internal network")
 		}
 	}
@@ -235,13 +235,13 @@ func TestAgentDualStack(t *testing.T) {
 	e.must("connect", net, a)
 	e.must("connect", net, b)
 	epb := e.endpoint(net, b)
-	if epb.IPv6 == "" {
+	if !epb.IPv6.IsValid() {
 		t.Fatal("no IPv6 address")
 	}
-	if err := agPing(a, epb.IPv6); err != nil {
+	if err := agPing(a, epb.IPv6.String()); err != nil {
 		t.Fatalf("ping6: %v", err)
 	}
-	if err := agPing(a, e.file(net).Network.Gateway6); err != nil {
+	if err := agPing(a, e.file(net).Network.Gateway6.String()); err != nil {
 		t.Fatalf("ping6 gateway: %v", err)
 	}
 }
@@ -265,10 +265,10 @@ func TestAgentAutoSubnetAndMTU(t *testing.T) {
 	e.network(a, "--mtu", "1400")
 	e.network(b, "--subnet", base+".64/26")
 	e.network(c)
-	if got := e.file(a).Network.Subnet; got != base+".0/26" {
+	if got := e.file(a).Network.Subnet.String(); got != base+".0/26" {
 		t.Errorf("first automatic subnet %s, want %s.0/26", got, base)
 	}
-	if got := e.file(c).Network.Subnet; got != base+".128/26" {
+	if got := e.file(c).Network.Subnet.String(); got != base+".128/26" {
 		t.Errorf("second automatic subnet %s, want %s.128/26 (skipping %s.64/26)", got, base, base)
 	}
 	ns := agNetns(t)

@@ -374,7 +374,7 @@ func TestCNIToolLifecycle(t *testing.T) {
 	}
 	ep := e.endpoint(net, "web")
 	if len(res.Interfaces) != 2 || res.Interfaces[0].Name != ep.HostVeth || res.Interfaces[1].Sandbox != ns ||
-		len(res.IPs) == 0 || !strings.HasPrefix(res.IPs[0].Address, ep.IPv4+"/") {
+		len(res.IPs) == 0 || !strings.HasPrefix(res.IPs[0].Address, ep.IPv4.String()+"/") {
 		t.Errorf("Result %s does not match the state's endpoint %+v", out, ep)
 	}
 	if !slices.Equal(ep.Aliases, []string{"db"}) || !slices.Equal(res.DNS.Search, []string{net}) {
@@ -406,14 +406,14 @@ func TestCNIPodmanNames(t *testing.T) {
 	net := "cni" + agRand()
 	e.network(net)
 	f := e.file(net)
-	dnCoreDNS(t, dnCorefile(t, e.dir, dnsAddr, f.Network.Gateway))
+	dnCoreDNS(t, dnCorefile(t, e.dir, dnsAddr, f.Network.Gateway.String()))
 	confs := cniConfDir{dir: p.netDir}
 	confs.netalias(t, net, e.dir, net, "1.0.0")
 	img := p.busybox()
 	p.must("run", "-d", "--name", "web1", "--network", net, "--network-alias", "api", img, "sleep", "300")
 	for _, q := range []string{"web1." + net, "api." + net} {
 		out := p.must("run", "--rm", "--network", net, img, "nslookup", q)
-		if !strings.Contains(out, e.endpoint(net, "web1").IPv4) {
+		if !strings.Contains(out, e.endpoint(net, "web1").IPv4.String()) {
 			t.Errorf("nslookup %s from a second container: %s", q, out)
 		}
 	}

@@ -84,7 +84,7 @@ func (a *dnAgent) addr(network, endpoint string) string {
 	}
 	for _, e := range f.Endpoints {
 		if e.Name == endpoint {
-			return e.IPv4
+			return e.IPv4.String()
 		}
 	}
 	a.t.Fatalf("no endpoint %s on %s", endpoint, network)

@@ -194,8 +194,9 @@ func (e engine) inContainer(t testing.TB, ctr string, cmd ...string) (string, bo
 func writeAgentNetwork(t testing.TB, dir, network, subnet, gateway, name string, ip netip.Addr) {
 	t.Helper()
 	f := &state.File{
-		Network: state.Network{ID: "natest", Name: network, Bridge: "natest-none", Subnet: subnet, Gateway: gateway, MTU: 1500, Created: time.Now()},
-		Endpoints: []state.Endpoint{{ID: "natest-ep", Name: name, IPv4: ip.String(), MAC: "02:00:00:00:00:01",
+		Network: state.Network{ID: state.NewID(), Name: network, Bridge: "natest-none",
+			Subnet: netip.MustParsePrefix(subnet), Gateway: netip.MustParseAddr(gateway), MTU: 1500, Created: time.Now()},
+		Endpoints: []state.Endpoint{{ID: state.NewID(), Name: name, IPv4: ip, MAC: "02:00:00:00:00:01",
 			Container: "/run/netns/natest-none", Created: time.Now()}},
 	}
 	if err := state.Write(dir, f); err != nil {

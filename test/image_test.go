@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"io"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -44,9 +45,9 @@ func TestSidecarImage(t *testing.T) {
 
 	stateDir := t.TempDir()
 	file := &state.File{
-		Network: state.Network{ID: "0123456789abcdef", Name: "imgnet", Bridge: "na-0123456789ab",
-			Subnet: "10.205.0.0/24", Gateway: "10.205.0.1", MTU: 1500},
-		Endpoints: []state.Endpoint{{ID: "e1", Name: "web", IPv4: "10.205.0.10", MAC: "02:42:0a:cd:00:0a",
+		Network: state.Network{ID: "0123456789ab" + strings.Repeat("0", 52), Name: "imgnet", Bridge: "na-0123456789ab",
+			Subnet: netip.MustParsePrefix("10.205.0.0/24"), Gateway: netip.MustParseAddr("10.205.0.1"), MTU: 1500},
+		Endpoints: []state.Endpoint{{ID: state.NewID(), Name: "web", IPv4: netip.MustParseAddr("10.205.0.10"), MAC: "02:42:0a:cd:00:0a",
 			IfName: "eth0", Netns: "/run/netns/web", Container: "/run/netns/web"}},
 	}
 	if err := state.Write(stateDir, file); err != nil {

@@ -77,7 +77,9 @@ func Subscribe(ctx context.Context, socket string, fn func(Event) error) error {
 		return fmt.Errorf("no agent listening on %s (start `netalias agent`): %w", socket, err)
 	}
 	defer c.Close()
-	go func() { <-ctx.Done(); c.Close() }()
+	// Closing the connection unblocks the read when ctx ends; nothing
+	// outlives the call.
+	defer context.AfterFunc(ctx, func() { c.Close() })()
 	if _, err := c.Write([]byte("{\"subscribe\":true}\n")); err != nil {
 		return err
 	}
@@ -134,19 +136,45 @@ func (s *Server) Emit(ev Event) {
 	}
 }
 
-// Serve accepts connections until ctx is done, then removes the socket.
+// Close stops the listener: a running Serve returns an error.
+func (s *Server) Close() error { return s.ln.Close() }
+
+// Serve accepts connections until ctx is done, then closes them, waits
+// for their goroutines and removes the socket. An accept error (the
+// listener closed under it) is returned.
 func (s *Server) Serve(ctx context.Context) error {
-	go func() { <-ctx.Done(); s.ln.Close() }()
+	defer context.AfterFunc(ctx, func() { s.ln.Close() })()
 	defer os.Remove(s.ln.Addr().String())
+	var wg sync.WaitGroup
+	conns := map[net.Conn]struct{}{}
+	var mu sync.Mutex
+	defer func() {
+		mu.Lock()
+		for c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	}()
 	for {
 		c, err := s.ln.Accept()
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			return err
+			return fmt.Errorf("event socket %s: %w", s.ln.Addr(), err)
 		}
-		go s.handle(ctx, c)
+		mu.Lock()
+		conns[c] = struct{}{}
+		mu.Unlock()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.handle(ctx, c)
+			mu.Lock()
+			delete(conns, c)
+			mu.Unlock()
+		}()
 	}
 }
 
@@ -178,9 +206,11 @@ func (s *Server) stream(ctx context.Context, c net.Conn) {
 		delete(s.subs, ch)
 		s.mu.Unlock()
 	}()
-	// Notice a subscriber that hangs up.
+	// Notice a subscriber that hangs up; the reader ends when handle
+	// closes the connection, and stream waits for it.
 	gone := make(chan struct{})
 	go func() { io.Copy(io.Discard, c); close(gone) }()
+	defer func() { c.Close(); <-gone }()
 	enc := json.NewEncoder(c)
 	for {
 		select {

@@ -55,6 +55,63 @@ type Net struct {
 // comment marks our rules in foreign chains: "netalias:TABLE:BRIDGE".
 func comment(table, bridge string) string { return "netalias:" + table + ":" + bridge }
 
+// Rule is one rule of ours in a form that can be applied (Exprs) and
+// shown (Render): the chain it goes to and its comment.
+type Rule struct {
+	Chain   string // "forward" or "postrouting" of our table, or "FORWARD" (the host's)
+	Exprs   []expr.Any
+	Comment string
+}
+
+// Rules returns the rules of our table for nets: isolation in "forward",
+// masquerade in "postrouting".
+func Rules(table string, nets []Net) []Rule {
+	var out []Rule
+	for _, n := range nets {
+		add := func(chain string, ex ...expr.Any) {
+			out = append(out, Rule{Chain: chain, Exprs: ex, Comment: comment(table, n.Bridge)})
+		}
+		// Isolation: nothing from this bridge to another netalias bridge.
+		add("forward", cat(ifname(expr.MetaKeyIIFNAME, n.Bridge, true), ifprefix(expr.MetaKeyOIFNAME, BridgePrefix),
+			ifname(expr.MetaKeyOIFNAME, n.Bridge, false), verdict(expr.VerdictDrop))...)
+		if n.Internal {
+			add("forward", cat(ifname(expr.MetaKeyIIFNAME, n.Bridge, true), ifname(expr.MetaKeyOIFNAME, n.Bridge, false), verdict(expr.VerdictDrop))...)
+			add("forward", cat(ifname(expr.MetaKeyOIFNAME, n.Bridge, true), ifname(expr.MetaKeyIIFNAME, n.Bridge, false), verdict(expr.VerdictDrop))...)
+			continue
+		}
+		for _, s := range []netip.Prefix{n.Subnet, n.Subnet6} {
+			if s.IsValid() {
+				add("postrouting", cat(saddr(s), ifname(expr.MetaKeyOIFNAME, n.Bridge, false), []expr.Any{&expr.Masq{}})...)
+			}
+		}
+	}
+	return out
+}
+
+// ForwardRules returns the accept rules for nets that go into every host
+// `filter` FORWARD chain (ip, ip6) whose policy is drop.
+func ForwardRules(table string, nets []Net) []Rule {
+	var out []Rule
+	for _, n := range nets {
+		add := func(ex ...expr.Any) {
+			out = append(out, Rule{Chain: "FORWARD", Exprs: ex, Comment: comment(table, n.Bridge)})
+		}
+		// Inside one network: -i BR -o BR -j ACCEPT.
+		add(cat(ifname(expr.MetaKeyIIFNAME, n.Bridge, true), ifname(expr.MetaKeyOIFNAME, n.Bridge, true), verdict(expr.VerdictAccept))...)
+		if n.Internal {
+			continue
+		}
+		// Out: -i BR ! -o BR -j ACCEPT; replies: -o BR --ctstate RELATED,ESTABLISHED -j ACCEPT.
+		add(cat(ifname(expr.MetaKeyIIFNAME, n.Bridge, true), ifname(expr.MetaKeyOIFNAME, n.Bridge, false), verdict(expr.VerdictAccept))...)
+		add(cat(ifname(expr.MetaKeyOIFNAME, n.Bridge, true), established(), verdict(expr.VerdictAccept))...)
+	}
+	return out
+}
+
+func userData(c string) []byte {
+	return userdata.Append(nil, userdata.TypeComment, append([]byte(c), 0))
+}
+
 // Sync makes the kernel's rules match nets, in one transaction: our table
 // is replaced whole (removed when nets is empty) and our marked rules in
 // the host's dropping FORWARD chains are replaced.
@@ -70,28 +127,14 @@ func Sync(table string, nets []Net) error {
 	c.DelTable(t)
 	if len(nets) > 0 {
 		c.AddTable(t)
-		fwd := c.AddChain(&nftables.Chain{Name: "forward", Table: t, Type: nftables.ChainTypeFilter,
-			Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter, Policy: policy(nftables.ChainPolicyAccept)})
-		post := c.AddChain(&nftables.Chain{Name: "postrouting", Table: t, Type: nftables.ChainTypeNAT,
-			Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource, Policy: policy(nftables.ChainPolicyAccept)})
-		for _, n := range nets {
-			ud := userdata.Append(nil, userdata.TypeComment, append([]byte(comment(table, n.Bridge)), 0))
-			add := func(ch *nftables.Chain, ex ...expr.Any) {
-				c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: ex, UserData: ud})
-			}
-			// Isolation: nothing from this bridge to another netalias bridge.
-			add(fwd, cat(ifname(expr.MetaKeyIIFNAME, n.Bridge, true), ifprefix(expr.MetaKeyOIFNAME, BridgePrefix),
-				ifname(expr.MetaKeyOIFNAME, n.Bridge, false), verdict(expr.VerdictDrop))...)
-			if n.Internal {
-				add(fwd, cat(ifname(expr.MetaKeyIIFNAME, n.Bridge, true), ifname(expr.MetaKeyOIFNAME, n.Bridge, false), verdict(expr.VerdictDrop))...)
-				add(fwd, cat(ifname(expr.MetaKeyOIFNAME, n.Bridge, true), ifname(expr.MetaKeyIIFNAME, n.Bridge, false), verdict(expr.VerdictDrop))...)
-				continue
-			}
-			for _, s := range []netip.Prefix{n.Subnet, n.Subnet6} {
-				if s.IsValid() {
-					add(post, cat(saddr(s), ifname(expr.MetaKeyOIFNAME, n.Bridge, false), []expr.Any{&expr.Masq{}})...)
-				}
-			}
+		chains := map[string]*nftables.Chain{
+			"forward": c.AddChain(&nftables.Chain{Name: "forward", Table: t, Type: nftables.ChainTypeFilter,
+				Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter, Policy: policy(nftables.ChainPolicyAccept)}),
+			"postrouting": c.AddChain(&nftables.Chain{Name: "postrouting", Table: t, Type: nftables.ChainTypeNAT,
+				Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource, Policy: policy(nftables.ChainPolicyAccept)}),
+		}
+		for _, r := range Rules(table, nets) {
+			c.AddRule(&nftables.Rule{Table: t, Chain: chains[r.Chain], Exprs: r.Exprs, UserData: userData(r.Comment)})
 		}
 	}
 	if err := hostForward(c, table, nets); err != nil {
@@ -130,19 +173,8 @@ func hostForward(c *nftables.Conn, table string, nets []Net) error {
 			if ch.Policy == nil || *ch.Policy != nftables.ChainPolicyDrop {
 				continue // nothing to open: traffic already flows
 			}
-			for _, n := range nets {
-				ud := userdata.Append(nil, userdata.TypeComment, append([]byte(comment(table, n.Bridge)), 0))
-				add := func(ex ...expr.Any) {
-					c.AddRule(&nftables.Rule{Table: ch.Table, Chain: ch, Exprs: ex, UserData: ud})
-				}
-				// Inside one network: -i BR -o BR -j ACCEPT.
-				add(cat(ifname(expr.MetaKeyIIFNAME, n.Bridge, true), ifname(expr.MetaKeyOIFNAME, n.Bridge, true), verdict(expr.VerdictAccept))...)
-				if n.Internal {
-					continue
-				}
-				// Out: -i BR ! -o BR -j ACCEPT; replies: -o BR --ctstate RELATED,ESTABLISHED -j ACCEPT.
-				add(cat(ifname(expr.MetaKeyIIFNAME, n.Bridge, true), ifname(expr.MetaKeyOIFNAME, n.Bridge, false), verdict(expr.VerdictAccept))...)
-				add(cat(ifname(expr.MetaKeyOIFNAME, n.Bridge, true), established(), verdict(expr.VerdictAccept))...)
+			for _, r := range ForwardRules(table, nets) {
+				c.AddRule(&nftables.Rule{Table: ch.Table, Chain: ch, Exprs: r.Exprs, UserData: userData(r.Comment)})
 			}
 		}
 	}
@@ -270,14 +302,7 @@ func Healthy(table string, nets []Net) (bool, error) {
 			return false, nil
 		}
 	}
-	want := 0
-	for _, n := range nets {
-		if n.Internal {
-			want++
-		} else {
-			want += 3
-		}
-	}
+	want := len(ForwardRules(table, nets))
 	for _, fam := range []nftables.TableFamily{nftables.TableFamilyIPv4, nftables.TableFamilyIPv6} {
 		chains, err := c.ListChainsOfTableFamily(fam)
 		if err != nil {

@@ -63,9 +63,6 @@ func ParsePools(s string) ([]Pool, error) {
 	return pools, nil
 }
 
-// Overlaps reports whether a and b share an address.
-func Overlaps(a, b netip.Prefix) bool { return a.Overlaps(b) }
-
 // AllocSubnet returns the first subnet from pools that overlaps nothing in
 // taken.
 func AllocSubnet(pools []Pool, taken []netip.Prefix) (netip.Prefix, error) {
@@ -142,7 +139,8 @@ func CheckSubnet(flag string, subnet netip.Prefix, gateway netip.Addr, want4 boo
 	if subnet.Bits() > max {
 		return fmt.Errorf("%s %s is too small for a gateway and endpoints", flag, subnet)
 	}
-	return CheckHost("gateway", subnet, gateway)
+	// --subnet pairs with --gateway, --subnet6 with --gateway6.
+	return CheckHost(strings.Replace(flag, "subnet", "gateway", 1), subnet, gateway)
 }
 
 // CheckHost checks that a is a usable host address of subnet.

@@ -1,7 +1,8 @@
 // Package link does the kernel plumbing of a network through netlink:
 // bridges on the host, veth pairs whose peer is born inside a container's
 // namespace, addresses and routes configured through a handle on that
-// namespace (the calling thread never switches namespaces).
+// namespace (netns.Handle: the calling goroutine's thread never runs in
+// the container's namespace). Every dump goes through internal/nlsafe.
 package link
 
 import (
@@ -9,12 +10,12 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"strings"
 
+	"github.com/netalias/netalias/agent/netns"
+	"github.com/netalias/netalias/internal/nlsafe"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -24,32 +25,10 @@ func NotFound(err error) bool {
 	return errors.As(err, &lnf) || errors.Is(err, unix.ENODEV)
 }
 
-// retry repeats a dump interrupted by a concurrent change (netlink returns
-// partial data with ErrDumpInterrupted).
-func retry[T any](f func() (T, error)) (T, error) {
-	var v T
-	var err error
-	for i := 0; i < 5; i++ {
-		v, err = f()
-		if !errors.Is(err, netlink.ErrDumpInterrupted) {
-			return v, err
-		}
-	}
-	return v, err
-}
-
-// LinkNames returns the set of link names in the host namespace. It reads
-// /sys/class/net (one getdents, no parsing of every link's attributes; this
-// runs at the start of every command) and falls back to a netlink dump.
+// LinkNames returns the set of link names in the host namespace, as
+// netlink sees it (the network namespace, whatever /sys shows).
 func LinkNames() (map[string]bool, error) {
-	if ents, err := os.ReadDir("/sys/class/net"); err == nil && len(ents) > 0 {
-		m := make(map[string]bool, len(ents))
-		for _, e := range ents {
-			m[e.Name()] = true
-		}
-		return m, nil
-	}
-	links, err := retry(netlink.LinkList)
+	links, err := nlsafe.LinkList(nil)
 	if err != nil {
 		return nil, fmt.Errorf("list links: %w", err)
 	}
@@ -64,7 +43,7 @@ func LinkNames() (map[string]bool, error) {
 // subnets and its routes (default routes excluded), for subnet allocation.
 func HostPrefixes() ([]netip.Prefix, error) {
 	var out []netip.Prefix
-	routes, err := retry(func() ([]netlink.Route, error) { return netlink.RouteList(nil, netlink.FAMILY_ALL) })
+	routes, err := nlsafe.RouteList(nil, nil, netlink.FAMILY_ALL)
 	if err != nil {
 		return nil, fmt.Errorf("list routes: %w", err)
 	}
@@ -76,7 +55,7 @@ func HostPrefixes() ([]netip.Prefix, error) {
 			out = append(out, p)
 		}
 	}
-	addrs, err := retry(func() ([]netlink.Addr, error) { return netlink.AddrList(nil, netlink.FAMILY_ALL) })
+	addrs, err := nlsafe.AddrList(nil, nil, netlink.FAMILY_ALL)
 	if err != nil {
 		return nil, fmt.Errorf("list addresses: %w", err)
 	}
@@ -97,9 +76,8 @@ func toPrefix(n *net.IPNet) (netip.Prefix, bool) {
 	return netip.PrefixFrom(a.Unmap(), ones), true
 }
 
-func ipnet(a netip.Addr, bits int) *net.IPNet {
-	p := netip.PrefixFrom(a, bits)
-	return &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(p.Bits(), a.BitLen())}
+func ipnet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
 }
 
 // Bridge describes a network's bridge.
@@ -113,7 +91,7 @@ type Bridge struct {
 // CreateBridge makes the bridge, puts the gateway addresses on it and
 // brings it up. It fails if a link with that name exists (deterministic
 // names mean a leftover would be ours: the caller decides). On error
-// nothing is left behind.
+// nothing is left behind (or the error says what was).
 func CreateBridge(b Bridge) (err error) {
 	la := netlink.NewLinkAttrs()
 	la.Name = b.Name
@@ -127,13 +105,12 @@ func CreateBridge(b Bridge) (err error) {
 	}
 	defer func() {
 		if err != nil {
-			netlink.LinkDel(br)
+			if derr := netlink.LinkDel(br); derr != nil && !NotFound(derr) {
+				err = errors.Join(err, fmt.Errorf("undo: delete bridge %s: %w (left behind)", b.Name, derr))
+			}
 		}
 	}()
-	if err := ConfigureBridge(b); err != nil {
-		return err
-	}
-	return nil
+	return ConfigureBridge(b)
 }
 
 // ConfigureBridge (re)applies addresses and up state to an existing bridge.
@@ -148,13 +125,15 @@ func ConfigureBridge(b Bridge) error {
 	if b.Gateway6.IsValid() {
 		// No router advertisements or DAD games on our bridge: the gateway
 		// address must be usable at once.
-		writeSysctl("/proc/sys/net/ipv6/conf/"+b.Name+"/accept_dad", "0")
+		if err := writeFile("/proc/sys/net/ipv6/conf/"+b.Name+"/accept_dad", "0"); err != nil {
+			return fmt.Errorf("bridge %s: disable DAD: %w", b.Name, err)
+		}
 	}
 	for _, g := range []netip.Prefix{b.Gateway, b.Gateway6} {
 		if !g.IsValid() {
 			continue
 		}
-		a := &netlink.Addr{IPNet: ipnet(g.Addr(), g.Bits())}
+		a := &netlink.Addr{IPNet: ipnet(g)}
 		if g.Addr().Is6() {
 			a.Flags = unix.IFA_F_NODAD
 		}
@@ -199,29 +178,46 @@ type Veth struct {
 
 // Attach creates the pair with its peer born inside the namespace, plugs
 // the host side into the bridge and configures the inside. It returns the
-// interface name used inside. On error the pair is deleted.
+// interface name used inside. On error the pair is deleted (an undo that
+// fails is part of the error).
 func Attach(v Veth) (ifname string, err error) {
-	ns, err := netns.GetFromPath(v.Netns)
-	if err != nil {
-		return "", fmt.Errorf("open namespace %s: %w", v.Netns, err)
-	}
-	defer ns.Close()
-	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
-	if err != nil {
-		return "", fmt.Errorf("netlink handle in %s: %w", v.Netns, err)
-	}
-	defer h.Close()
-
-	ifname = v.IfName
-	if ifname == "" {
-		if ifname, err = freeEth(h); err != nil {
-			return "", fmt.Errorf("namespace %s: %w", v.Netns, err)
+	err = netns.WithHandle(v.Netns, func(h *netlink.Handle) (err error) {
+		var lo netlink.Link
+		if ifname, lo, err = freeEth(h, v.IfName); err != nil {
+			return fmt.Errorf("namespace %s: %w", v.Netns, err)
 		}
-	}
+		veth, err := createPair(v, ifname)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			if err != nil {
+				if derr := netlink.LinkDel(veth); derr != nil && !NotFound(derr) {
+					err = errors.Join(err, fmt.Errorf("undo: delete veth %s: %w (left behind)", v.HostName, derr))
+				}
+			}
+		}()
+		peer, err := configurePeer(h, v, ifname, lo)
+		if err != nil {
+			return err
+		}
+		return addRoutes(h, v, peer)
+	})
+	return ifname, err
+}
+
+// createPair makes the veth with its host side up on the bridge and its
+// peer born inside the namespace as ifname (no move, no rename).
+func createPair(v Veth, ifname string) (*netlink.Veth, error) {
 	br, err := netlink.LinkByName(v.Bridge)
 	if err != nil {
-		return "", fmt.Errorf("bridge %s: %w", v.Bridge, err)
+		return nil, fmt.Errorf("bridge %s: %w", v.Bridge, err)
 	}
+	ns, err := netlinkNsFd(v.Netns)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(ns)
 	la := netlink.NewLinkAttrs()
 	la.Name = v.HostName
 	la.MTU = v.MTU
@@ -230,101 +226,129 @@ func Attach(v Veth) (ifname string, err error) {
 	veth := &netlink.Veth{
 		LinkAttrs:        la,
 		PeerName:         ifname,
-		PeerNamespace:    netlink.NsFd(int(ns)),
+		PeerNamespace:    netlink.NsFd(ns),
 		PeerHardwareAddr: v.MAC,
 		PeerMTU:          uint32(v.MTU),
 	}
 	if err := netlink.LinkAdd(veth); err != nil {
 		if errors.Is(err, unix.EEXIST) {
-			return "", fmt.Errorf("create veth %s/%s: an interface with that name exists (host or inside %s)", v.HostName, ifname, v.Netns)
+			return nil, fmt.Errorf("create veth %s/%s: an interface with that name exists (host or inside %s)", v.HostName, ifname, v.Netns)
 		}
-		return "", fmt.Errorf("create veth %s (peer %s in %s): %w", v.HostName, ifname, v.Netns, err)
+		return nil, fmt.Errorf("create veth %s (peer %s in %s): %w", v.HostName, ifname, v.Netns, err)
 	}
-	defer func() {
-		if err != nil {
-			netlink.LinkDel(veth)
-		}
-	}()
+	return veth, nil
+}
+
+func netlinkNsFd(path string) (int, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("open namespace %s: %w", path, err)
+	}
+	return fd, nil
+}
+
+// configurePeer puts the addresses on the peer and brings it (and lo, if
+// down) up.
+func configurePeer(h *netlink.Handle, v Veth, ifname string, lo netlink.Link) (netlink.Link, error) {
 	peer, err := h.LinkByName(ifname)
 	if err != nil {
-		return "", fmt.Errorf("find %s in %s: %w", ifname, v.Netns, err)
+		return nil, fmt.Errorf("find %s in %s: %w", ifname, v.Netns, err)
 	}
 	for _, a := range []netip.Prefix{v.Addr, v.Addr6} {
 		if !a.IsValid() {
 			continue
 		}
-		na := &netlink.Addr{IPNet: ipnet(a.Addr(), a.Bits())}
+		na := &netlink.Addr{IPNet: ipnet(a)}
 		if a.Addr().Is6() {
 			na.Flags = unix.IFA_F_NODAD
 		}
 		if err := h.AddrAdd(peer, na); err != nil {
-			return "", fmt.Errorf("add address %s to %s in %s: %w", a, ifname, v.Netns, err)
+			return nil, fmt.Errorf("add address %s to %s in %s: %w", a, ifname, v.Netns, err)
 		}
 	}
 	if err := h.LinkSetUp(peer); err != nil {
-		return "", fmt.Errorf("bring %s up in %s: %w", ifname, v.Netns, err)
+		return nil, fmt.Errorf("bring %s up in %s: %w", ifname, v.Netns, err)
 	}
-	if lo, err := h.LinkByName("lo"); err == nil && lo.Attrs().Flags&net.FlagUp == 0 {
+	if lo != nil && lo.Attrs().Flags&net.FlagUp == 0 {
 		if err := h.LinkSetUp(lo); err != nil {
-			return "", fmt.Errorf("bring lo up in %s: %w", v.Netns, err)
+			return nil, fmt.Errorf("bring lo up in %s: %w", v.Netns, err)
 		}
 	}
+	return peer, nil
+}
+
+// addRoutes adds the default routes via the gateways, if any.
+func addRoutes(h *netlink.Handle, v Veth, peer netlink.Link) error {
 	for _, gw := range []netip.Addr{v.Gateway, v.Gateway6} {
 		if !gw.IsValid() {
 			continue
 		}
-		r := &netlink.Route{LinkIndex: peer.Attrs().Index, Gw: gw.AsSlice(), Scope: netlink.SCOPE_UNIVERSE}
-		if gw.Is6() {
-			r.Family = nl.FAMILY_V6
-		} else {
-			r.Family = nl.FAMILY_V4
-		}
-		if err := h.RouteAdd(r); err != nil && !errors.Is(err, unix.EEXIST) {
-			return "", fmt.Errorf("add default route via %s in %s: %w", gw, v.Netns, err)
+		if err := routeAdd(h, peer, gw); err != nil {
+			return fmt.Errorf("add default route via %s in %s: %w", gw, v.Netns, err)
 		}
 	}
-	return ifname, nil
+	return nil
 }
 
-// HasDefaultRoute reports whether the namespace has an IPv4 default route.
-func HasDefaultRoute(nsPath string) (bool, error) {
-	ns, err := netns.GetFromPath(nsPath)
-	if err != nil {
-		return false, err
+func routeAdd(h *netlink.Handle, l netlink.Link, gw netip.Addr) error {
+	r := &netlink.Route{LinkIndex: l.Attrs().Index, Gw: gw.AsSlice(), Scope: netlink.SCOPE_UNIVERSE, Family: nl.FAMILY_V4}
+	if gw.Is6() {
+		r.Family = nl.FAMILY_V6
 	}
-	defer ns.Close()
-	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
-	if err != nil {
-		return false, err
+	if err := h.RouteAdd(r); err != nil && !errors.Is(err, unix.EEXIST) {
+		return err
 	}
-	defer h.Close()
-	rs, err := h.RouteList(nil, netlink.FAMILY_V4)
-	if err != nil {
-		return false, err
-	}
-	for _, r := range rs {
-		if r.Dst == nil || r.Dst.IP.IsUnspecified() {
-			if r.Gw != nil {
-				return true, nil
+	return nil
+}
+
+// DefaultRoutes reports whether the namespace has an IPv4 and an IPv6
+// default route (one with a gateway).
+func DefaultRoutes(nsPath string) (v4, v6 bool, err error) {
+	err = netns.WithHandle(nsPath, func(h *netlink.Handle) error {
+		rs, err := nlsafe.RouteList(h, nil, netlink.FAMILY_ALL)
+		if err != nil {
+			return fmt.Errorf("list routes in %s: %w", nsPath, err)
+		}
+		for _, r := range rs {
+			if (r.Dst == nil || r.Dst.IP.IsUnspecified() && isZeroMask(r.Dst.Mask)) && r.Gw != nil {
+				if r.Gw.To4() != nil {
+					v4 = true
+				} else {
+					v6 = true
+				}
 			}
 		}
-	}
-	return false, nil
+		return nil
+	})
+	return v4, v6, err
 }
 
-func freeEth(h *netlink.Handle) (string, error) {
-	links, err := retry(h.LinkList)
+func isZeroMask(m net.IPMask) bool {
+	ones, _ := m.Size()
+	return ones == 0
+}
+
+// freeEth lists the namespace's links (one dump) and returns want, or
+// the first free ethN when want is "", and lo (to bring up without
+// another request).
+func freeEth(h *netlink.Handle, want string) (ifname string, lo netlink.Link, err error) {
+	links, err := nlsafe.LinkList(h)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	used := map[string]bool{}
 	for _, l := range links {
 		used[l.Attrs().Name] = true
+		if l.Attrs().Name == "lo" {
+			lo = l
+		}
+	}
+	if want != "" {
+		return want, lo, nil
 	}
 	for i := 0; ; i++ {
-		n := fmt.Sprintf("eth%d", i)
-		if !used[n] {
-			return n, nil
+		if n := fmt.Sprintf("eth%d", i); !used[n] {
+			return n, lo, nil
 		}
 	}
 }
@@ -352,19 +376,20 @@ func Unplug(hostName, nsPath, ifname, parkName string, group uint32) error {
 			return fmt.Errorf("move %s to link group %d: %w", hostName, group, err)
 		}
 	}
-	ns, err := netns.GetFromPath(nsPath)
+	h, err := netns.Handle(nsPath)
 	if err != nil {
-		return nil // namespace gone: the peer went with it
-	}
-	defer ns.Close()
-	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
-	if err != nil {
-		return nil
+		if errors.Is(err, unix.ENOENT) {
+			return nil // namespace gone: the peer went with it
+		}
+		return err
 	}
 	defer h.Close()
 	peer, err := h.LinkByName(ifname)
 	if err != nil {
-		return nil
+		if NotFound(err) {
+			return nil // the peer went with its pair
+		}
+		return fmt.Errorf("find %s in %s: %w", ifname, nsPath, err)
 	}
 	// The peer index in the namespace must still be our pair: check the
 	// peer's link-netns partner index against the host side.
@@ -374,7 +399,10 @@ func Unplug(hostName, nsPath, ifname, parkName string, group uint32) error {
 	if err := h.LinkSetDown(peer); err != nil && !NotFound(err) {
 		return fmt.Errorf("bring %s down in %s: %w", ifname, nsPath, err)
 	}
-	addrs, _ := h.AddrList(peer, netlink.FAMILY_ALL)
+	addrs, err := nlsafe.AddrList(h, peer, netlink.FAMILY_ALL)
+	if err != nil {
+		return fmt.Errorf("list addresses of %s in %s: %w", ifname, nsPath, err)
+	}
 	for _, a := range addrs {
 		if a.IP.IsLinkLocalUnicast() {
 			continue
@@ -391,52 +419,47 @@ func Unplug(hostName, nsPath, ifname, parkName string, group uint32) error {
 	return nil
 }
 
-func writeSysctl(path, v string) error {
-	return writeFile(path, v)
-}
-
 // AddDefaultRoute adds a default route via gw on ifname inside nsPath.
 func AddDefaultRoute(nsPath, ifname string, gw netip.Addr) error {
-	ns, err := netns.GetFromPath(nsPath)
-	if err != nil {
-		return err
-	}
-	defer ns.Close()
-	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
-	if err != nil {
-		return err
-	}
-	defer h.Close()
-	l, err := h.LinkByName(ifname)
-	if err != nil {
-		return err
-	}
-	return h.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Gw: gw.AsSlice()})
+	return netns.WithHandle(nsPath, func(h *netlink.Handle) error {
+		l, err := h.LinkByName(ifname)
+		if err != nil {
+			return fmt.Errorf("find %s in %s: %w", ifname, nsPath, err)
+		}
+		if err := routeAdd(h, l, gw); err != nil {
+			return fmt.Errorf("add default route via %s in %s: %w", gw, nsPath, err)
+		}
+		return nil
+	})
 }
 
 // UplinkMTU returns the MTU of the interface carrying the host's IPv4
 // default route, capped at max; max when there is none.
-func UplinkMTU(max int) int {
-	routes, err := netlink.RouteList(nil, netlink.FAMILY_V4)
+func UplinkMTU(max int) (int, error) {
+	routes, err := nlsafe.RouteList(nil, nil, netlink.FAMILY_V4)
 	if err != nil {
-		return max
+		return max, fmt.Errorf("list routes: %w", err)
 	}
 	for _, r := range routes {
 		if (r.Dst == nil || r.Dst.IP.IsUnspecified()) && r.LinkIndex > 0 {
-			if l, err := netlink.LinkByIndex(r.LinkIndex); err == nil && l.Attrs().MTU > 0 && l.Attrs().MTU < max {
-				return l.Attrs().MTU
+			l, err := netlink.LinkByIndex(r.LinkIndex)
+			if err != nil {
+				return max, fmt.Errorf("uplink %d: %w", r.LinkIndex, err)
 			}
-			return max
+			if m := l.Attrs().MTU; m > 0 && m < max {
+				return m, nil
+			}
+			return max, nil
 		}
 	}
-	return max
+	return max, nil
 }
 
 // GroupMembers returns the names of the host links in link group group.
 func GroupMembers(group uint32) ([]string, error) {
-	links, err := retry(netlink.LinkList)
+	links, err := nlsafe.LinkList(nil)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("list links: %w", err)
 	}
 	var out []string
 	for _, l := range links {

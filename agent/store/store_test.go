@@ -2,6 +2,7 @@ package store
 
 import (
 	"errors"
+	"net/netip"
 	"os"
 	"testing"
 	"time"
@@ -14,14 +15,14 @@ func TestLoadCollectsCorruptFilesAndKeepsThem(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	good := &state.File{Network: state.Network{ID: "x", Name: "good", Subnet: "10.201.0.0/24"}}
+	good := &state.File{Network: state.Network{ID: state.NewID(), Name: "good", Subnet: netip.MustParsePrefix("10.201.0.0/24")}}
 	if err := s.Write(good); err != nil {
 		t.Fatal(err)
 	}
 	bad := state.NetworkPath(s.Dir, "bad")
 	os.WriteFile(bad, []byte("{nope"), 0o644)
 	// A file whose content names another network is corrupt too.
-	renamed := &state.File{Version: state.Version, Network: state.Network{Name: "other", Subnet: "10.201.1.0/24"}}
+	renamed := &state.File{Version: state.Version, Network: state.Network{ID: state.NewID(), Name: "other", Subnet: netip.MustParsePrefix("10.201.1.0/24")}}
 	data, _ := state.Encode(renamed)
 	os.WriteFile(state.NetworkPath(s.Dir, "liar"), data, 0o644)
 	os.WriteFile(state.NetworkPath(s.Dir, ".good.json.tmp-1"), []byte("junk"), 0o644)

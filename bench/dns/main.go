@@ -97,12 +97,13 @@ func gen(args []string) error {
 	for n := 0; n < nets; n++ {
 		f := &state.File{Network: state.Network{
 			ID: fmt.Sprintf("%064d", n), Name: fmt.Sprintf("net%d", n),
-			Subnet: fmt.Sprintf("10.202.%d.0/24", n), Gateway: fmt.Sprintf("10.202.%d.1", n),
+			Subnet:  netip.MustParsePrefix(fmt.Sprintf("10.202.%d.0/24", n)),
+			Gateway: netip.MustParseAddr(fmt.Sprintf("10.202.%d.1", n)),
 		}}
 		for e := 0; e < eps; e++ {
 			f.Endpoints = append(f.Endpoints, state.Endpoint{
-				Name: fmt.Sprintf("c%d", e), Aliases: []string{fmt.Sprintf("svc%d", e)},
-				IPv4: fmt.Sprintf("10.202.%d.%d", n, e+2), Container: fmt.Sprintf("n%d-c%d", n, e),
+				ID: fmt.Sprintf("%064x", e), Name: fmt.Sprintf("c%d", e), Aliases: []string{fmt.Sprintf("svc%d", e)},
+				IPv4: netip.MustParseAddr(fmt.Sprintf("10.202.%d.%d", n, e+2)), Container: fmt.Sprintf("n%d-c%d", n, e),
 			})
 		}
 		if err := state.Write(args[0], f); err != nil {
@@ -136,11 +137,7 @@ func change(args []string) error {
 	if len(f.Endpoints) == 0 {
 		return fmt.Errorf("%s has no endpoint", network)
 	}
-	pfx, err := netip.ParsePrefix(f.Network.Subnet)
-	if err != nil {
-		return err
-	}
-	base := pfx.Addr().As4()
+	base := f.Network.Subnet.Addr().As4()
 	name := f.Endpoints[0].Name + "." + network + "."
 	c := &dns.Client{Timeout: time.Second}
 	q := new(dns.Msg)
@@ -148,7 +145,7 @@ func change(args []string) error {
 	var lat, after []time.Duration
 	for i := 0; i < n; i++ {
 		ip := netip.AddrFrom4([4]byte{base[0], base[1], base[2], byte(200 + i%50)}).String()
-		f.Endpoints[0].IPv4 = ip
+		f.Endpoints[0].IPv4 = netip.MustParseAddr(ip)
 		t0 := time.Now()
 		if err := state.Write(dir, f); err != nil {
 			return err

@@ -3,6 +3,7 @@ package netalias
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -69,9 +70,9 @@ func startChain(t *testing.T, extra, tail string, files ...*state.File) (addr st
 }
 
 func bigNetwork(n int) *state.File {
-	f := &state.File{Network: state.Network{Name: "big", Subnet: "10.202.4.0/24", Gateway: "10.202.4.1"}}
+	f := &state.File{Network: state.Network{ID: state.NewID(), Name: "big", Subnet: netip.MustParsePrefix("10.202.4.0/24"), Gateway: netip.MustParseAddr("10.202.4.1")}}
 	for i := 0; i < n; i++ {
-		f.Endpoints = append(f.Endpoints, state.Endpoint{Name: fmt.Sprintf("e%d", i), Aliases: []string{"all"}, IPv4: fmt.Sprintf("10.202.4.%d", i+2), Container: fmt.Sprintf("e%d", i)})
+		f.Endpoints = append(f.Endpoints, state.Endpoint{ID: state.NewID(), Name: fmt.Sprintf("e%d", i), Aliases: []string{"all"}, IPv4: netip.MustParseAddr(fmt.Sprintf("10.202.4.%d", i+2)), Container: fmt.Sprintf("e%d", i)})
 	}
 	return f
 }
@@ -240,12 +241,12 @@ func TestServerBeforeCache(t *testing.T) {
 	}
 	asked := up.queries.Load()
 
-	f.Endpoints[0].IPv4 = "10.202.4.99"
+	f.Endpoints[0].IPv4 = netip.MustParseAddr("10.202.4.99")
 	if err := state.Write(dir, f); err != nil {
 		t.Fatal(err)
 	}
-	nf := &state.File{Network: state.Network{Name: "newnet", Subnet: "10.202.5.0/24", Gateway: "10.202.5.1"},
-		Endpoints: []state.Endpoint{{Name: "x", IPv4: "10.202.5.2", Container: "x"}}}
+	nf := &state.File{Network: state.Network{ID: state.NewID(), Name: "newnet", Subnet: netip.MustParsePrefix("10.202.5.0/24"), Gateway: netip.MustParseAddr("10.202.5.1")},
+		Endpoints: []state.Endpoint{{ID: state.NewID(), Name: "x", IPv4: netip.MustParseAddr("10.202.5.2"), Container: "x"}}}
 	if err := state.Write(dir, nf); err != nil {
 		t.Fatal(err)
 	}
