@@ -478,7 +478,7 @@ func TestDockerDriverNetwork(t *testing.T) {
 		"--subnet", sub.String(), "-o", "netalias.network="+netName, netName)
 	t.Cleanup(func() { d.removeNetwork(netName) })
 	f, ok := p.netaliasNetwork(netName)
-	if !ok || f.Network.Subnet != sub.String() {
+	if !ok || f.Network.Subnet != sub {
 		t.Fatalf("netalias network %s after docker network create: %+v (exists %v)", netName, f.Network, ok)
 	}
 
