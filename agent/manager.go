@@ -47,6 +47,9 @@ type Options struct {
 	// Log receives best-effort failures and failed undos; nil means
 	// slog.Default() (stderr).
 	Log *slog.Logger
+	// Sync waits until the running DNS servers answer from the network
+	// files an operation wrote (readers.go); nil means state/syncack.
+	Sync func(dir string, networks []string) error
 }
 
 // stateFiles is where the Manager writes network files (*store.Store; a
@@ -61,13 +64,16 @@ type stateFiles interface {
 type Manager struct {
 	store *store.Store
 	files stateFiles
-	k     Kernel
-	log   *slog.Logger
-	table string
-	group uint32 // link group of this state directory's pending veths
-	pools []ipam.Pool
-	emit  func(events.Event)
-	reap  func()
+	// tracked wraps the store: it notes the networks an operation wrote.
+	tracked *trackedFiles
+	sync    func(dir string, networks []string) error
+	k       Kernel
+	log     *slog.Logger
+	table   string
+	group   uint32 // link group of this state directory's pending veths
+	pools   []ipam.Pool
+	emit    func(events.Event)
+	reap    func()
 	// reapBackoff is the first pause between the reaper's attempts.
 	reapBackoff time.Duration
 }
@@ -93,6 +99,12 @@ func New(o Options) (*Manager, error) {
 		pools: pools, emit: o.Emit, reap: o.Reap, files: st, k: o.Kernel.withDefaults(), log: o.Log, reapBackoff: 50 * time.Millisecond}
 	if m.log == nil {
 		m.log = slog.Default()
+	}
+	m.tracked = &trackedFiles{stateFiles: st}
+	m.files = m.tracked
+	m.sync = o.Sync
+	if m.sync == nil {
+		m.sync = defaultSync
 	}
 	if m.emit == nil {
 		m.emit = func(events.Event) {}

@@ -217,11 +217,12 @@ func (m *Manager) EnsureFirewall() error {
 }
 
 // begin takes the lock, loads the state and reconciles it.
-func (m *Manager) begin() (*store.Lock, *store.Snapshot, error) {
-	lk, err := m.store.Lock()
+func (m *Manager) begin() (*opLock, *store.Snapshot, error) {
+	slk, err := m.store.Lock()
 	if err != nil {
 		return nil, nil, err
 	}
+	lk := &opLock{lk: slk, m: m}
 	snap, err := m.store.Load()
 	if err != nil {
 		lk.Unlock()

@@ -13,7 +13,7 @@ import (
 	"github.com/fsnotify/fsnotify"
 
 	"github.com/netalias/netalias/internal/backoff"
-	"github.com/netalias/netalias/netwatch/syncack"
+	"github.com/netalias/netalias/state/syncack"
 	"github.com/netalias/netalias/state"
 )
 

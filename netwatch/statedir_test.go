@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/netalias/netalias/netwatch/syncack"
+	"github.com/netalias/netalias/state/syncack"
 	"github.com/netalias/netalias/state"
 )
 
