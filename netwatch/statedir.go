@@ -232,6 +232,9 @@ func FromState(f *state.File) *Network {
 		Gateway: f.Network.Gateway, Gateway6: f.Network.Gateway6}
 	n.Endpoints = make([]Endpoint, 0, len(f.Endpoints))
 	for _, e := range f.Endpoints {
+		if e.Attachment != nil && e.Attachment.Runtime == state.RuntimeDocker {
+			continue // Docker's driver plumbs it; the Docker source names it
+		}
 		ep := Endpoint{Name: e.Name, Aliases: e.Aliases, HostVeth: e.HostVeth, Container: e.Container,
 			IPv4: e.IPv4, IPv6: e.IPv6}
 		if ep.Container == "" {

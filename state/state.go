@@ -112,6 +112,29 @@ type Endpoint struct {
 	Created   time.Time `json:"created"`
 	// Owner is set for namespaces made by `netalias run`.
 	Owner *Owner `json:"owner,omitempty"`
+	// Attachment is set for endpoints a container runtime asked for
+	// (the CNI plugin, the Docker driver) rather than connect or run.
+	Attachment *Attachment `json:"attachment,omitempty"`
+}
+
+// Runtimes that attach endpoints through a front of the agent.
+const (
+	RuntimeCNI    = "cni"
+	RuntimeDocker = "docker"
+)
+
+// Attachment identifies a runtime's endpoint. CNI keys attachments by
+// container ID and interface name (Endpoint.IfName), scoped to the
+// runtime's network name for GC; Docker's driver by its endpoint ID.
+// Docker endpoints carry no name: Docker does not tell drivers container
+// names, which reach the DNS server through the Docker source instead.
+type Attachment struct {
+	Runtime string `json:"runtime"` // RuntimeCNI or RuntimeDocker
+	// ID is the CNI container ID or the Docker endpoint ID.
+	ID string `json:"id"`
+	// Network is the runtime's name or ID for the network: the CNI
+	// network name (GC is scoped to it) or the Docker network ID.
+	Network string `json:"network,omitempty"`
 }
 
 // Link is a legacy --link: Alias resolves to endpoint Target for the
@@ -219,7 +242,10 @@ func (f *File) Validate() error {
 		return fmt.Errorf("network %q: gateway6 %s is outside subnet6 %s", n.Name, n.Gateway6, n.Subnet6)
 	}
 	for _, ep := range f.Endpoints {
-		if ep.Name == "" {
+		if a := ep.Attachment; a != nil && a.Runtime != RuntimeCNI && a.Runtime != RuntimeDocker {
+			return fmt.Errorf("network %q: endpoint %q: unknown runtime %q", n.Name, ep.ID, a.Runtime)
+		}
+		if ep.Name == "" && (ep.Attachment == nil || ep.Attachment.Runtime != RuntimeDocker) {
 			return fmt.Errorf("network %q: endpoint %q has no name", n.Name, ep.ID)
 		}
 		if err := ValidID(ep.ID); err != nil {

@@ -129,3 +129,29 @@ func TestDir(t *testing.T) {
 		t.Fatal("environment not honoured, or preferred over the flag")
 	}
 }
+
+func TestValidateAttachments(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		ep      func(*Endpoint)
+		wantErr string
+	}{
+		{"cni with a name", func(e *Endpoint) { e.Attachment = &Attachment{Runtime: RuntimeCNI, ID: "c1", Network: "podnet"} }, ""},
+		{"docker without a name", func(e *Endpoint) { e.Name = ""; e.Attachment = &Attachment{Runtime: RuntimeDocker, ID: "ep1"} }, ""},
+		{"cni without a name", func(e *Endpoint) { e.Name = ""; e.Attachment = &Attachment{Runtime: RuntimeCNI, ID: "c1"} }, "has no name"},
+		{"unknown runtime", func(e *Endpoint) { e.Attachment = &Attachment{Runtime: "rkt", ID: "x"} }, `unknown runtime "rkt"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := sample()
+			f.Version = Version
+			tc.ep(&f.Endpoints[0])
+			err := f.Validate()
+			if tc.wantErr == "" && err != nil {
+				t.Fatalf("Validate: %v", err)
+			}
+			if tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
+				t.Fatalf("Validate: %v, want an error containing %q", err, tc.wantErr)
+			}
+		})
+	}
+}
