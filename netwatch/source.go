@@ -32,6 +32,9 @@ type Endpoint struct {
 	// HostVeth is the host-side interface name, when known. When it
 	// vanishes from the kernel, the endpoint's records go at once.
 	HostVeth string
+	// Health is the runtime's healthcheck state; the zero value (no
+	// healthcheck, as for the agent's own endpoints) counts as ready.
+	Health Health
 }
 
 // Link is a legacy --link: Alias resolves, for the linking container only,
