@@ -3,6 +3,7 @@ package netalias
 import (
 	"context"
 	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/coredns/caddy"
@@ -31,6 +32,7 @@ type config struct {
 	fall     fallConfig
 	docker   []string // engine endpoints
 	netlink  bool
+	health   netwatch.HealthPolicy
 }
 
 type fallConfig struct {
@@ -89,6 +91,16 @@ func parse(c *caddy.Controller) (*config, error) {
 					ep = args[0]
 				}
 				cfg.docker = append(cfg.docker, ep)
+			case "healthcheck":
+				args := c.RemainingArgs()
+				p, ok := netwatch.HealthPolicy(0), len(args) == 1
+				if ok {
+					p, ok = netwatch.ParseHealthPolicy(args[0])
+				}
+				if !ok {
+					return nil, c.Errf("healthcheck takes prefer, strict or off, got %q", strings.Join(args, " "))
+				}
+				cfg.health = p
 			case "netlink":
 				args := c.RemainingArgs()
 				if len(args) != 1 || (args[0] != "on" && args[0] != "off") {
@@ -136,6 +148,7 @@ func setup(c *caddy.Controller) error {
 			networksGauge.Set(float64(n))
 			endpointsGauge.Set(float64(e))
 			recordsGauge.Set(float64(r))
+			unreadyGauge.Set(float64(s.Unready()))
 			updatesTotal.WithLabelValues(source).Inc()
 		},
 		OnStale: func(source string, stale bool) {
@@ -158,7 +171,7 @@ func setup(c *caddy.Controller) error {
 		lw = links.New(st, log)
 	}
 
-	h := &Netalias{Zones: cfg.zones, TTL: cfg.ttl, Store: st, Clients: cfg.clients, m: &answerCounters{}}
+	h := &Netalias{Zones: cfg.zones, TTL: cfg.ttl, Store: st, Health: cfg.health, Clients: cfg.clients, m: &answerCounters{}}
 	if cfg.fall.set {
 		h.Fall.SetZonesFromArgs(cfg.fall.zones)
 	}
