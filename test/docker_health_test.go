@@ -333,13 +333,14 @@ func TestDockerHealthDNS(t *testing.T) {
 	matchesDocker()
 
 	// Restarted, a member is starting again (Docker sends no event for
-	// that; the start event's inspect says so) and leaves the answer.
-	setHealth(t, e, map[string]bool{r[0]: true})
-	onHost(strictPort, web, ok(ip[0], ip[1]))
+	// that; the start event's inspect says so): running but left out, so
+	// NODATA (while it was stopped, its name was NXDOMAIN), then back once
+	// its first check passes.
 	e.must(t, "restart", "-t", "0", r[1])
 	ip[1] = e.ip(t, r[1], net)
-	onHost(strictPort, web, ok(ip[0]))
-	onHost("53", r[1]+"."+net, ok(ip[1]))
+	onHost(strictPort, r[1]+"."+net, nodata)
+	onHost(strictPort, r[1]+"."+net, ok(ip[1]))
+	onHost("53", web, ok(ip[1]))
 }
 
 // healthEvents follows Docker's health_status events of container ctr and
