@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/coredns/caddy"
 	"github.com/coredns/coredns/core/dnsserver"
@@ -18,6 +19,9 @@ import (
 )
 
 const pluginName = "netalias"
+
+// shutdownWait bounds how long shutdown waits for the sources to stop.
+const shutdownWait = 5 * time.Second
 
 var log = clog.NewWithPlugin(pluginName)
 
@@ -177,8 +181,9 @@ func setup(c *caddy.Controller) error {
 	}
 
 	var (
-		mu     sync.Mutex
-		cancel context.CancelFunc
+		mu      sync.Mutex
+		cancel  context.CancelFunc
+		running sync.WaitGroup
 	)
 	c.OnStartup(func() error {
 		mu.Lock()
@@ -186,14 +191,14 @@ func setup(c *caddy.Controller) error {
 		ctx, cf := context.WithCancel(context.Background())
 		cancel = cf
 		for _, s := range sources {
-			go func() {
+			running.Go(func() {
 				if err := s.Run(ctx, st); err != nil {
 					log.Errorf("source %s stopped: %v", s.Name(), err)
 				}
-			}()
+			})
 		}
 		if lw != nil {
-			go lw.Run(ctx)
+			running.Go(func() { lw.Run(ctx) })
 		}
 		return nil
 	})
@@ -201,9 +206,18 @@ func setup(c *caddy.Controller) error {
 		mu.Lock()
 		defer mu.Unlock()
 		if cancel != nil {
-			// Sources stop on their own; a reload's new instance already runs.
+			// A reload's new instance already runs. Wait (briefly) for the
+			// sources to stop, so that none still touches its files or
+			// sockets once shutdown returns.
 			cancel()
 			cancel = nil
+			done := make(chan struct{})
+			go func() { running.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(shutdownWait):
+				log.Warningf("sources still running %v after shutdown", shutdownWait)
+			}
 		}
 		return nil
 	})
