@@ -93,8 +93,8 @@ func ParseHealthPolicy(s string) (HealthPolicy, bool) {
 // set built with the snapshot (no work per query beyond the choice).
 // Nil stays nil.
 func (rs *RRSet) Pick(p HealthPolicy) *RRSet {
-	if rs == nil {
-		return nil
+	if rs == nil || rs.preferred == nil { // nil, or a set never sealed: every member
+		return rs
 	}
 	switch p {
 	case HealthStrict:

@@ -126,3 +126,16 @@ func TestParseHealth(t *testing.T) {
 		t.Error("ParseHealth accepted running")
 	}
 }
+
+// A set built by hand (never sealed by a snapshot) answers every member.
+func TestPickUnsealed(t *testing.T) {
+	rs := &RRSet{}
+	for _, p := range []HealthPolicy{HealthPrefer, HealthStrict, HealthOff} {
+		if rs.Pick(p) != rs {
+			t.Errorf("%v: unsealed set not answered whole", p)
+		}
+	}
+	if (*RRSet)(nil).Pick(HealthStrict) != nil {
+		t.Error("nil set picked something")
+	}
+}

@@ -6,7 +6,8 @@
 //
 // Layout: the Sink side and readiness (store.go), the immutable snapshot
 // (snapshot.go), building it (build.go) with copy-on-write address shards
-// (shard.go), and the host's links (linkstate.go), which netwatch/links
+// (shard.go), the members' health and the per-name views it selects
+// (health.go), and the host's links (linkstate.go), which netwatch/links
 // feeds from netlink. The state-directory source (statedir.go) also serves
 // read-your-writes: package syncack lets the agent wait, bounded by
 // syncack.DefaultTimeout (200 ms), until every running server publishes
