@@ -19,6 +19,7 @@ func (s *Store) applyLocked(source string, changed map[string]bool) {
 		addrs:     make(map[uint64]addrShard, len(old.addrs)),
 		endpoints: old.endpoints,
 		records:   old.records,
+		unready:   old.unready,
 		naddrs:    old.naddrs,
 	}
 	for k, v := range old.networks {
@@ -43,6 +44,7 @@ func (s *Store) applyLocked(source string, changed map[string]bool) {
 			}
 			nw.endpoints -= len(ov.eps)
 			nw.records -= ov.records
+			nw.unready -= ov.unready
 			delete(nw.networks, k)
 		}
 		if v := s.mergeLocked(k); v != nil {
@@ -53,6 +55,7 @@ func (s *Store) applyLocked(source string, changed map[string]bool) {
 			}
 			nw.endpoints += len(v.eps)
 			nw.records += v.records
+			nw.unready += v.unready
 		}
 	}
 	for c := range affected {
@@ -160,6 +163,7 @@ func (s *Store) mergeLocked(k string) *NetView {
 				v4:        e.IPv4.Unmap(),
 				v6:        e.IPv6,
 				links:     e.Links,
+				health:    e.Health,
 			}
 			if ei.container == "" {
 				// Without a container identity the endpoint is its own client.
@@ -173,17 +177,25 @@ func (s *Store) mergeLocked(k string) *NetView {
 			}
 			v.byContainer[ei.container] = append(v.byContainer[ei.container], len(v.eps))
 			v.eps = append(v.eps, ei)
-			v.add(v.byName, ei.name, ei.v4, ei.v6)
-			v.add(v.names, ei.name, ei.v4, ei.v6)
+			ready := ei.health.Ready()
+			if !ready {
+				v.unready++
+			}
+			v.add(v.byName, ei.name, ei.v4, ei.v6, ready)
+			v.add(v.names, ei.name, ei.v4, ei.v6, ready)
 			for _, a := range e.Aliases {
 				if a = key(a); a != "" && a != ei.name {
-					v.add(v.names, a, ei.v4, ei.v6)
+					v.add(v.names, a, ei.v4, ei.v6, ready)
 				}
 			}
 		}
 	}
 	for _, rs := range v.names {
+		rs.seal()
 		v.records += len(rs.V4) + len(rs.V6)
+	}
+	for _, rs := range v.byName {
+		rs.seal()
 	}
 	return v
 }

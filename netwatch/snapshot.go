@@ -15,6 +15,7 @@ type Snapshot struct {
 	subnets   []subnetEntry
 	endpoints int
 	records   int
+	unready   int
 }
 
 type subnetEntry struct {
@@ -33,6 +34,10 @@ type addrEntry struct {
 func (s *Snapshot) Counts() (networks, endpoints, records int) {
 	return len(s.networks), s.endpoints, s.records + s.naddrs
 }
+
+// Unready returns the number of endpoints whose healthcheck does not pass
+// (starting or unhealthy).
+func (s *Snapshot) Unready() int { return s.unready }
 
 // Network returns the view of a network by lower-case name, or nil.
 func (s *Snapshot) Network(lname string) *NetView { return s.networks[lname] }
@@ -110,6 +115,7 @@ type NetView struct {
 	// byContainer indexes eps by container, to rebuild clients quickly.
 	byContainer map[string][]int
 	records     int
+	unready     int // endpoints not ready (health)
 	arena       []byte
 	// soaNs and soaMbox are the SOA's names under the root zone, built once
 	// instead of per negative answer.
@@ -126,29 +132,28 @@ type epInfo struct {
 	hostVeth  string
 	v4, v6    netip.Addr
 	links     []Link
+	health    Health
 }
 
 // RRSet holds the distinct addresses of one name on one network, ready to
-// put in answers (shared, read-only).
+// put in answers (shared, read-only). A set of every member also holds the
+// views Pick chooses from, built with the snapshot.
 type RRSet struct {
 	V4 []net.IP
 	V6 []net.IP
+	// ready: the ready members (rs itself when every member is);
+	// preferred: ready, or rs when none is; all: the set of every member,
+	// nil in that set itself.
+	ready, preferred, all *RRSet
 }
 
-func (v *NetView) add(m map[string]*RRSet, name string, a4, a6 netip.Addr) {
+func (v *NetView) add(m map[string]*RRSet, name string, a4, a6 netip.Addr, ready bool) {
 	rs := m[name]
 	if rs == nil {
 		rs = &RRSet{}
 		m[name] = rs
 	}
-	if a4.IsValid() && !containsIP(rs.V4, a4) {
-		b := a4.As4()
-		rs.V4 = append(rs.V4, v.ipBytes(b[:]))
-	}
-	if a6.IsValid() && !containsIP(rs.V6, a6) {
-		b := a6.As16()
-		rs.V6 = append(rs.V6, v.ipBytes(b[:]))
-	}
+	v.addMember(rs, a4, a6, ready)
 }
 
 // ipBytes copies an address into the network's arena: a few large
@@ -164,15 +169,6 @@ func (v *NetView) ipBytes(b []byte) net.IP {
 	return net.IP(v.arena[n : n+len(b) : n+len(b)])
 }
 
-func containsIP(l []net.IP, a netip.Addr) bool {
-	for _, ip := range l {
-		if b, ok := netip.AddrFromSlice(ip); ok && b.Unmap() == a.Unmap() {
-			return true
-		}
-	}
-	return false
-}
-
 // Lookup returns the addresses of a lower-case name or alias, or nil.
 func (v *NetView) Lookup(label string) *RRSet { return v.names[label] }
 
@@ -181,3 +177,6 @@ func (v *NetView) Endpoint(label string) *RRSet { return v.byName[label] }
 
 // Endpoints returns the number of endpoints.
 func (v *NetView) Endpoints() int { return len(v.eps) }
+
+// Unready returns the number of endpoints not ready (starting, unhealthy).
+func (v *NetView) Unready() int { return v.unready }

@@ -6,7 +6,8 @@
 //
 // Layout: the Sink side and readiness (store.go), the immutable snapshot
 // (snapshot.go), building it (build.go) with copy-on-write address shards
-// (shard.go), and the host's links (linkstate.go), which netwatch/links
+// (shard.go), the members' health and the per-name views it selects
+// (health.go), and the host's links (linkstate.go), which netwatch/links
 // feeds from netlink. The state-directory source (statedir.go) also serves
 // read-your-writes: package syncack lets the agent wait, bounded by
 // syncack.DefaultTimeout (200 ms), until every running server publishes
@@ -32,6 +33,9 @@ type Endpoint struct {
 	// HostVeth is the host-side interface name, when known. When it
 	// vanishes from the kernel, the endpoint's records go at once.
 	HostVeth string
+	// Health is the runtime's healthcheck state; the zero value (no
+	// healthcheck, as for the agent's own endpoints) counts as ready.
+	Health Health
 }
 
 // Link is a legacy --link: Alias resolves, for the linking container only,

@@ -262,6 +262,7 @@ func (s *Source) resync(ctx context.Context) (*model, error) {
 	// Inspect a few at a time: a resync of a busy host is that many round
 	// trips, and the engine serves them concurrently.
 	infos := make([]*ctr, len(list))
+	asked := make([]int64, len(list))
 	errs := make([]error, len(list))
 	sem := make(chan struct{}, resyncParallel)
 	var wg sync.WaitGroup
@@ -270,6 +271,7 @@ func (s *Source) resync(ctx context.Context) (*model, error) {
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
+			asked[i] = time.Now().UnixNano()
 			info, err := s.inspect(ctx, c.ID)
 			switch {
 			case isGone(err): // gone since the listing; its events follow
@@ -286,9 +288,10 @@ func (s *Source) resync(ctx context.Context) (*model, error) {
 			return nil, err // the first is enough: the whole resync is retried
 		}
 	}
-	for _, x := range infos {
+	for i, x := range infos {
 		if x != nil {
 			m.set(x.id, x)
+			m.inspected[x.id] = asked[i]
 		}
 	}
 	for _, n := range m.networkNames() {
@@ -378,6 +381,9 @@ func (s *Source) handle(ctx context.Context, m *model, sink netwatch.Sink, ev ev
 	var id string
 	switch ev.Type {
 	case events.ContainerEventType:
+		if st, ok := strings.CutPrefix(string(ev.Action), string(events.ActionHealthStatus)); ok {
+			return s.health(ctx, m, sink, ev.Actor.ID, ev.TimeNano, st)
+		}
 		switch ev.Action {
 		case events.ActionDestroy, events.ActionRemove:
 			// Gone for good (ids are never reused), whatever the order
@@ -427,12 +433,37 @@ func (s *Source) handle(ctx context.Context, m *model, sink netwatch.Sink, ev ev
 	return s.refresh(ctx, m, sink, id)
 }
 
+// health applies a health_status event. Docker names the new status in
+// the action ("health_status: healthy"): applied at once, without a round
+// trip, unless the container's last inspect was asked for after the event
+// happened (a replayed event is older than what the inspect said). Podman
+// 4.3's action is a bare "health_status" (the status it attaches elsewhere
+// is the previous one): re-inspected, as is any status we do not know.
+func (s *Source) health(ctx context.Context, m *model, sink netwatch.Sink, actor string, at int64, action string) error {
+	status, named := strings.CutPrefix(action, ":")
+	h, ok := netwatch.ParseHealth(strings.TrimSpace(status))
+	if !named || !ok {
+		return s.refresh(ctx, m, sink, actor)
+	}
+	id := m.resolveID(actor)
+	if at != 0 && at < m.inspected[id] {
+		return nil
+	}
+	touched, known := m.setHealth(id, h)
+	if !known {
+		return s.refresh(ctx, m, sink, actor) // the inspect decides whether it runs
+	}
+	s.publish(m, sink, touched)
+	return nil
+}
+
 // refresh re-inspects one container and republishes the networks whose
 // records changed.
 func (s *Source) refresh(ctx context.Context, m *model, sink netwatch.Sink, id string) error {
 	if id == "" {
 		return nil
 	}
+	asked := time.Now().UnixNano()
 	info, err := s.inspect(ctx, id)
 	var x *ctr
 	switch {
@@ -447,6 +478,9 @@ func (s *Source) refresh(ctx context.Context, m *model, sink netwatch.Sink, id s
 		id = m.resolveID(id)
 	}
 	touched := m.set(id, x)
+	if x != nil {
+		m.inspected[id] = asked
+	}
 	for _, n := range touched {
 		s.lookupNetwork(ctx, m, n)
 	}

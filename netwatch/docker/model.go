@@ -22,6 +22,7 @@ type ctr struct {
 	id        string
 	name      string
 	endpoints map[string]endpoint // by network name
+	health    netwatch.Health
 }
 
 type endpoint struct {
@@ -46,6 +47,11 @@ func fromInspect(c container.InspectResponse) *ctr {
 		return nil
 	}
 	out := &ctr{id: c.ID, name: strings.TrimPrefix(c.Name, "/"), endpoints: map[string]endpoint{}}
+	if c.State.Health != nil {
+		// An unknown status (a newer engine's) counts as no healthcheck:
+		// health never takes a member out on a guess.
+		out.health, _ = netwatch.ParseHealth(c.State.Health.Status)
+	}
 	var service string
 	if c.Config != nil {
 		service = c.Config.Labels[ComposeServiceLabel]
@@ -178,10 +184,29 @@ type model struct {
 	// else's to answer.
 	nets      map[string]netInfo
 	published map[string]bool // networks the sink holds from us
+	// inspected is when (engine clock = ours, one host; Unix ns) the
+	// last inspect of each container was asked for: a health event older
+	// than that is already in what the inspect returned.
+	inspected map[string]int64
 }
 
 func newModel() *model {
-	return &model{containers: map[string]*ctr{}, nets: map[string]netInfo{}, published: map[string]bool{}}
+	return &model{containers: map[string]*ctr{}, nets: map[string]netInfo{}, published: map[string]bool{}, inspected: map[string]int64{}}
+}
+
+// setHealth records a health change of a running container without an
+// inspect; known is false when the model does not have it running.
+func (m *model) setHealth(id string, h netwatch.Health) (touched []string, known bool) {
+	c := m.containers[id]
+	if c == nil {
+		return nil, false
+	}
+	if c.health == h {
+		return nil, true
+	}
+	nc := *c // a new value: set compares the old with the new
+	nc.health = h
+	return m.set(id, &nc), true
 }
 
 // set records c (nil: container id is gone or stopped) and returns the
@@ -190,6 +215,7 @@ func (m *model) set(id string, c *ctr) []string {
 	old := m.containers[id]
 	if c == nil {
 		delete(m.containers, id)
+		delete(m.inspected, id)
 	} else {
 		m.containers[id] = c
 	}
@@ -221,7 +247,7 @@ func (m *model) disconnect(id, network string) []string {
 	if _, ok := c.endpoints[network]; !ok {
 		return nil
 	}
-	nc := &ctr{id: c.id, name: c.name, endpoints: make(map[string]endpoint, len(c.endpoints))}
+	nc := &ctr{id: c.id, name: c.name, endpoints: make(map[string]endpoint, len(c.endpoints)), health: c.health}
 	for n, ep := range c.endpoints {
 		if n != network {
 			nc.endpoints[n] = ep
@@ -265,6 +291,7 @@ func (m *model) network(name string) *netwatch.Network {
 			IPv4:      ep.ipv4,
 			IPv6:      ep.ipv6,
 			Container: c.id,
+			Health:    c.health,
 		})
 		// Docker's default bridge reports no IPAM gateway; the
 		// endpoints know it.

@@ -2,6 +2,7 @@ package docker
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/netip"
 	"reflect"
 	"testing"
@@ -222,5 +223,57 @@ func TestKnownEmptyNetwork(t *testing.T) {
 	m.set(c.id, c)
 	if n := m.network("testnet"); n == nil || len(n.Endpoints) != 1 {
 		t.Errorf("unlisted network with a container: %+v", n)
+	}
+}
+
+// State.Health as Docker 20.10 and Podman 4.3 inspect it; no Health (no
+// healthcheck) and an unknown status count as none, which is ready.
+func TestFromInspectHealth(t *testing.T) {
+	base := `{"Id":"cccc","Name":"/h","State":{"Running":true%s},"Config":{},
+	 "NetworkSettings":{"Networks":{"n":{"IPAddress":"10.9.0.2"}}}}`
+	for health, want := range map[string]netwatch.Health{
+		``: netwatch.HealthNone,
+		`,"Health":{"Status":"starting","FailingStreak":0,"Log":[]}`:                            netwatch.HealthStarting,
+		`,"Health":{"Status":"healthy","FailingStreak":0,"Log":[{"ExitCode":0,"Output":""}]}`:   netwatch.HealthHealthy,
+		`,"Health":{"Status":"unhealthy","FailingStreak":1,"Log":[{"ExitCode":1,"Output":""}]}`: netwatch.HealthUnhealthy,
+		`,"Health":{"Status":"starting","FailingStreak":0,"Log":null}`:                          netwatch.HealthStarting, // Podman
+		`,"Health":{"Status":"none"}`:                                                           netwatch.HealthNone,
+		`,"Health":{"Status":"bewildered"}`:                                                     netwatch.HealthNone,
+	} {
+		c := fromInspect(inspect(t, fmt.Sprintf(base, health)))
+		if c == nil || c.health != want {
+			t.Errorf("Health %s: got %+v, want %v", health, c, want)
+			continue
+		}
+		m := newModel()
+		m.set(c.id, c)
+		if got := m.network("n").Endpoints[0].Health; got != want {
+			t.Errorf("Health %s: published %v, want %v", health, got, want)
+		}
+	}
+}
+
+// A health change touches the container's networks; the same status
+// again touches nothing; an unknown container is not known.
+func TestModelSetHealth(t *testing.T) {
+	m := newModel()
+	c := fromInspect(inspect(t, dockerC1))
+	m.set(c.id, c)
+	if touched, known := m.setHealth(c.id, netwatch.HealthUnhealthy); !known || len(touched) != 1 || touched[0] != "testnet" {
+		t.Fatalf("setHealth: touched %v known %v", touched, known)
+	}
+	if m.network("testnet").Endpoints[0].Health != netwatch.HealthUnhealthy {
+		t.Fatal("health not published")
+	}
+	if touched, _ := m.setHealth(c.id, netwatch.HealthUnhealthy); touched != nil {
+		t.Errorf("same status touched %v", touched)
+	}
+	if _, known := m.setHealth("nope", netwatch.HealthHealthy); known {
+		t.Error("unknown container known")
+	}
+	// A disconnect keeps the health.
+	m.disconnect(c.id, "other")
+	if m.containers[c.id].health != netwatch.HealthUnhealthy {
+		t.Error("health lost")
 	}
 }

@@ -118,7 +118,7 @@ func podmanLineID(line []byte) string {
 		return e.ID
 	case "container":
 		switch e.Status {
-		case "start", "died", "stop", "remove", "rename", "restart", "cleanup", "unpause":
+		case "start", "died", "stop", "remove", "rename", "restart", "cleanup", "unpause", "health_status":
 			return e.ID
 		}
 	}

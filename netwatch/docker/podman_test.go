@@ -16,7 +16,9 @@ func TestPodmanLineID(t *testing.T) {
 		`{"ID":"abc","Name":"c1","Status":"died","Type":"container"}`:                "abc",
 		`{"ID":"abc","Name":"c1","network":"n","Status":"connect","Type":"network"}`: "abc",
 		`{"ID":"abc","Name":"c1","Status":"exec","Type":"container"}`:                "",
-		`{"ID":"img","Name":"localhost/bb:latest","Status":"remove","Type":"image"}`: "",
+		// Podman 4.3 logs the status before the check ran: only a nudge.
+		`{"ID":"abc","Name":"c1","Status":"health_status","Type":"container","health_status":"starting"}`: "abc",
+		`{"ID":"img","Name":"localhost/bb:latest","Status":"remove","Type":"image"}`:                      "",
 		`not json`: "",
 	} {
 		if got := podmanLineID([]byte(line)); got != want {

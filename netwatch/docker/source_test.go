@@ -449,3 +449,72 @@ func TestSourceIgnoresOldHistory(t *testing.T) {
 		t.Errorf("an old replayed destroy applied: %q", got)
 	}
 }
+
+// health is the health published for name on network ("" when absent).
+func (m *memSink) health(network, name string) string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if n := m.nets[network]; n != nil {
+		for _, e := range n.Endpoints {
+			if e.Name == name {
+				return e.Health.String()
+			}
+		}
+	}
+	return ""
+}
+
+// Docker's health_status events ("health_status: healthy") apply without
+// an inspect; the resync takes the status from inspect; a replayed event
+// older than the last inspect changes nothing.
+func TestSourceHealthEvents(t *testing.T) {
+	f := newFakeEngine(t)
+	f.nets["n1"] = testnet
+	a := strings.Repeat("a1", 32)
+	f.setCtr(a, fmt.Sprintf(`{"Id":%q,"Name":"/web1","State":{"Running":true,"Health":{"Status":"starting"}},"Config":{},"HostConfig":{},
+	 "NetworkSettings":{"Networks":{"testnet":{"IPAddress":"10.9.0.2"}}}}`, a))
+	beforeSync := time.Now()
+	_, sink := runSource(t, f)
+	if got := sink.health("testnet", "web1"); got != "starting" {
+		t.Fatalf("after resync: %q, want starting (from inspect)", got)
+	}
+	f.mu.Lock()
+	before := f.inspects
+	f.mu.Unlock()
+	for _, st := range []string{"healthy", "unhealthy", "healthy"} {
+		f.emit(events.Message{Type: events.ContainerEventType, Action: events.Action("health_status: " + st),
+			Actor: events.Actor{ID: a, Attributes: map[string]string{"name": "web1"}}, TimeNano: time.Now().UnixNano()})
+		waitFor(t, "health "+st, func() bool { return sink.health("testnet", "web1") == st })
+	}
+	f.mu.Lock()
+	if f.inspects != before {
+		t.Errorf("%d inspects for Docker health events, want none", f.inspects-before)
+	}
+	f.mu.Unlock()
+	// An event from before the resync's inspect (the session's replayed
+	// history) is older than what the source knows.
+	f.emit(events.Message{Type: events.ContainerEventType, Action: "health_status: unhealthy",
+		Actor: events.Actor{ID: a}, TimeNano: beforeSync.UnixNano()})
+	f.emit(events.Message{Type: events.ContainerEventType, Action: events.ActionRename, Actor: events.Actor{ID: "marker"}, TimeNano: time.Now().UnixNano()})
+	waitFor(t, "marker inspected", func() bool { f.mu.Lock(); defer f.mu.Unlock(); return f.inspects > before })
+	if got := sink.health("testnet", "web1"); got != "healthy" {
+		t.Errorf("a replayed older health event applied: %q", got)
+	}
+}
+
+// Podman 4.3's compat stream says only "health_status" (and the status it
+// carries elsewhere is the previous one): the source re-inspects.
+func TestSourcePodmanHealthEvent(t *testing.T) {
+	f := newFakeEngine(t)
+	f.nets["n1"] = testnet
+	a := strings.Repeat("b2", 32)
+	js := func(st string) string {
+		return fmt.Sprintf(`{"Id":%q,"Name":"/p1","State":{"Running":true,"Health":{"Status":%q,"FailingStreak":0,"Log":null}},"Config":{},"HostConfig":{},
+	 "NetworkSettings":{"Networks":{"testnet":{"IPAddress":"10.9.0.3"}}}}`, a, st)
+	}
+	f.setCtr(a, js("starting"))
+	_, sink := runSource(t, f)
+	f.setCtr(a, js("healthy"))
+	f.emit(events.Message{Type: events.ContainerEventType, Action: events.ActionHealthStatus, Actor: events.Actor{ID: a}, TimeNano: time.Now().UnixNano()})
+	waitFor(t, "healthy after re-inspect", func() bool { return sink.health("testnet", "p1") == "healthy" })
+}

@@ -78,3 +78,15 @@ func BenchmarkStoreUpdateLarge(b *testing.B) {
 		st.Update("state", nets[i%100])
 	}
 }
+
+// A shared alias with an unhealthy member, under the default policy: the
+// ready set is chosen, and left-out members counted, without allocating.
+func BenchmarkServeDNSHealthPrefer(b *testing.B) {
+	benchServe(b, newHandler(healthStore()), hostIP, "api.hnet.", dns.TypeA)
+}
+
+// The same alias asked for every member (_all): as many allocations with
+// three records as with the two ready ones.
+func BenchmarkServeDNSHealthAll(b *testing.B) {
+	benchServe(b, newHandler(healthStore()), hostIP, "_all.api.hnet.", dns.TypeA)
+}

@@ -32,6 +32,14 @@ var (
 		Namespace: plugin.Namespace, Subsystem: "netalias", Name: "answers_total",
 		Help: "Queries handled, by result (success, nodata, nxdomain, refused, next).",
 	}, []string{"server", "result"})
+	healthExcluded = promauto.NewCounterVec(prometheus.CounterOpts{
+		Namespace: plugin.Namespace, Subsystem: "netalias", Name: "health_excluded_total",
+		Help: "Addresses left out of answers because their endpoint was starting or unhealthy, per server.",
+	}, []string{"server"})
+	unreadyGauge = promauto.NewGauge(prometheus.GaugeOpts{
+		Namespace: plugin.Namespace, Subsystem: "netalias", Name: "unready_endpoints",
+		Help: "Endpoints whose runtime healthcheck is starting or failing.",
+	})
 	staleGauge = promauto.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: plugin.Namespace, Subsystem: "netalias", Name: "stale",
 		Help: "1 when a source's records may be out of date (its origin is unreachable).",
@@ -51,6 +59,7 @@ type answerCounters struct {
 type serverCounters struct {
 	server                                   string
 	success, nodata, nxdomain, refused, next prometheus.Counter
+	excluded                                 prometheus.Counter // health
 }
 
 func (a *answerCounters) get(ctx context.Context) *serverCounters {
@@ -69,6 +78,7 @@ func (a *answerCounters) get(ctx context.Context) *serverCounters {
 		nxdomain: answersTotal.WithLabelValues(server, "nxdomain"),
 		refused:  answersTotal.WithLabelValues(server, "refused"),
 		next:     answersTotal.WithLabelValues(server, "next"),
+		excluded: healthExcluded.WithLabelValues(server),
 	}
 	got, _ := a.m.LoadOrStore(server, c)
 	a.last.Store(got.(*serverCounters))

@@ -24,6 +24,8 @@ type Netalias struct {
 	TTL   uint32
 	Fall  fall.F
 	Store *netwatch.Store
+	// Health chooses the members of a name that answer (`healthcheck`).
+	Health netwatch.HealthPolicy
 	// Clients is checked by the gate in front of the whole chain (gate.go),
 	// not by ServeDNS.
 	Clients Clients
@@ -112,6 +114,11 @@ func (h *Netalias) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Ms
 	if q.Qtype == dns.TypePTR && (strings.HasSuffix(qname, ".in-addr.arpa.") || strings.HasSuffix(qname, ".ip6.arpa.")) {
 		return h.ptr(ctx, w, r, snap, src, qname)
 	}
+	policy := h.Health
+	if strings.HasPrefix(qname, allLabel) {
+		// Every member, whatever its health; otherwise the same name.
+		qname, policy = qname[len(allLabel):], netwatch.HealthOff
+	}
 	dot := strings.IndexByte(qname, '.')
 	if dot < 0 {
 		return h.next(ctx, w, r)
@@ -121,7 +128,7 @@ func (h *Netalias) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Ms
 		if rs == nil {
 			return h.next(ctx, w, r)
 		}
-		return h.write(ctx, w, r, snap, n, h.Zones[0], rs)
+		return h.write(ctx, w, r, snap, n, h.Zones[0], rs.Pick(policy))
 	}
 	zone := h.zoneOf(qname)
 	if zone == "" {
@@ -153,8 +160,14 @@ func (h *Netalias) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Ms
 	if rs == nil {
 		return h.nxdomain(ctx, w, r, snap, n, zone, qname)
 	}
-	return h.write(ctx, w, r, snap, n, zone, rs)
+	// A name whose members are all left out (strict) still exists: NODATA.
+	return h.write(ctx, w, r, snap, n, zone, rs.Pick(policy))
 }
+
+// allLabel in front of a name asks for every member regardless of health.
+// A container name is a DNS label and never starts with an underscore, nor
+// does a network name, so it cannot collide.
+const allLabel = "_all."
 
 // zoneOf is plugin.Zones(h.Zones).Matches, without its label walk when the
 // zone is the root (which holds every name).
@@ -186,21 +199,16 @@ func (h *Netalias) bare(snap *netwatch.Snapshot, src netip.Addr, label string) (
 	}
 	var found *netwatch.RRSet
 	var first *netwatch.NetView
-	merged := false
 	add := func(n *netwatch.NetView, rs *netwatch.RRSet) {
-		if rs == nil {
-			return
-		}
-		if found == nil {
+		switch {
+		case rs == nil:
+		case found == nil:
 			found, first = rs, n
-			return
+		default:
+			// Found on several networks: members and their health merged
+			// (a new set; rare).
+			found = netwatch.Union(found, rs)
 		}
-		if !merged {
-			found = &netwatch.RRSet{V4: append([]net.IP(nil), found.V4...), V6: append([]net.IP(nil), found.V6...)}
-			merged = true
-		}
-		found.V4 = appendNew(found.V4, rs.V4)
-		found.V6 = appendNew(found.V6, rs.V6)
 	}
 	for _, n := range nets {
 		add(n, n.Lookup(label))
@@ -219,22 +227,6 @@ func (h *Netalias) bare(snap *netwatch.Snapshot, src netip.Addr, label string) (
 		return nil, nil // the next plugin, as Docker and aardvark-dns forward it
 	}
 	return found, first
-}
-
-func appendNew(dst, src []net.IP) []net.IP {
-	for _, ip := range src {
-		dup := false
-		for _, d := range dst {
-			if d.Equal(ip) {
-				dup = true
-				break
-			}
-		}
-		if !dup {
-			dst = append(dst, ip)
-		}
-	}
-	return dst
 }
 
 // ptr answers reverse lookups of endpoint addresses with NAME.NETWORK.

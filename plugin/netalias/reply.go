@@ -10,7 +10,8 @@ import (
 )
 
 // write answers from rs (nil: the name exists without addresses), or NODATA
-// when rs has nothing of the asked type.
+// when rs has nothing of the asked type. rs is a set Pick chose: members
+// it leaves out for health are counted.
 func (h *Netalias) write(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, snap *netwatch.Snapshot, n *netwatch.NetView, zone string, rs *netwatch.RRSet) (int, error) {
 	q := r.Question[0]
 	var v4, v6 []net.IP
@@ -25,6 +26,9 @@ func (h *Netalias) write(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, 
 		}
 	}
 	c := h.m.get(ctx)
+	if rs != nil && rs.Members() != rs {
+		countExcluded(c, q.Qtype, rs)
+	}
 	hdr := dns.RR_Header{Name: q.Name, Class: dns.ClassINET, Ttl: h.TTL}
 	var m *dns.Msg
 	switch {
@@ -43,6 +47,27 @@ func (h *Netalias) write(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, 
 	c.success.Inc()
 	w.WriteMsg(m)
 	return dns.RcodeSuccess, nil
+}
+
+// countExcluded adds the addresses of the asked type that health left out
+// of an answer from rs. Apart from write, to keep write's stack frame small
+// (see bare).
+//
+//go:noinline
+func countExcluded(c *serverCounters, qtype uint16, rs *netwatch.RRSet) {
+	all := rs.Members()
+	n := 0
+	switch qtype {
+	case dns.TypeA:
+		n = len(all.V4) - len(rs.V4)
+	case dns.TypeAAAA:
+		n = len(all.V6) - len(rs.V6)
+	case dns.TypeANY:
+		n = len(all.V4) - len(rs.V4) + len(all.V6) - len(rs.V6)
+	}
+	if n > 0 {
+		c.excluded.Add(float64(n))
+	}
 }
 
 // oneA is the common answer: the message, its question, answer section and

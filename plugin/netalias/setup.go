@@ -3,7 +3,9 @@ package netalias
 import (
 	"context"
 	"strconv"
+	"strings"
 	"sync"
+	"time"
 
 	"github.com/coredns/caddy"
 	"github.com/coredns/coredns/core/dnsserver"
@@ -18,6 +20,9 @@ import (
 
 const pluginName = "netalias"
 
+// shutdownWait bounds how long shutdown waits for the sources to stop.
+const shutdownWait = 5 * time.Second
+
 var log = clog.NewWithPlugin(pluginName)
 
 func init() { plugin.Register(pluginName, setup) }
@@ -31,6 +36,7 @@ type config struct {
 	fall     fallConfig
 	docker   []string // engine endpoints
 	netlink  bool
+	health   netwatch.HealthPolicy
 }
 
 type fallConfig struct {
@@ -89,6 +95,16 @@ func parse(c *caddy.Controller) (*config, error) {
 					ep = args[0]
 				}
 				cfg.docker = append(cfg.docker, ep)
+			case "healthcheck":
+				args := c.RemainingArgs()
+				p, ok := netwatch.HealthPolicy(0), len(args) == 1
+				if ok {
+					p, ok = netwatch.ParseHealthPolicy(args[0])
+				}
+				if !ok {
+					return nil, c.Errf("healthcheck takes prefer, strict or off, got %q", strings.Join(args, " "))
+				}
+				cfg.health = p
 			case "netlink":
 				args := c.RemainingArgs()
 				if len(args) != 1 || (args[0] != "on" && args[0] != "off") {
@@ -136,6 +152,7 @@ func setup(c *caddy.Controller) error {
 			networksGauge.Set(float64(n))
 			endpointsGauge.Set(float64(e))
 			recordsGauge.Set(float64(r))
+			unreadyGauge.Set(float64(s.Unready()))
 			updatesTotal.WithLabelValues(source).Inc()
 		},
 		OnStale: func(source string, stale bool) {
@@ -158,14 +175,15 @@ func setup(c *caddy.Controller) error {
 		lw = links.New(st, log)
 	}
 
-	h := &Netalias{Zones: cfg.zones, TTL: cfg.ttl, Store: st, Clients: cfg.clients, m: &answerCounters{}}
+	h := &Netalias{Zones: cfg.zones, TTL: cfg.ttl, Store: st, Health: cfg.health, Clients: cfg.clients, m: &answerCounters{}}
 	if cfg.fall.set {
 		h.Fall.SetZonesFromArgs(cfg.fall.zones)
 	}
 
 	var (
-		mu     sync.Mutex
-		cancel context.CancelFunc
+		mu      sync.Mutex
+		cancel  context.CancelFunc
+		running sync.WaitGroup
 	)
 	c.OnStartup(func() error {
 		mu.Lock()
@@ -173,14 +191,14 @@ func setup(c *caddy.Controller) error {
 		ctx, cf := context.WithCancel(context.Background())
 		cancel = cf
 		for _, s := range sources {
-			go func() {
+			running.Go(func() {
 				if err := s.Run(ctx, st); err != nil {
 					log.Errorf("source %s stopped: %v", s.Name(), err)
 				}
-			}()
+			})
 		}
 		if lw != nil {
-			go lw.Run(ctx)
+			running.Go(func() { lw.Run(ctx) })
 		}
 		return nil
 	})
@@ -188,9 +206,18 @@ func setup(c *caddy.Controller) error {
 		mu.Lock()
 		defer mu.Unlock()
 		if cancel != nil {
-			// Sources stop on their own; a reload's new instance already runs.
+			// A reload's new instance already runs. Wait (briefly) for the
+			// sources to stop, so that none still touches its files or
+			// sockets once shutdown returns.
 			cancel()
 			cancel = nil
+			done := make(chan struct{})
+			go func() { running.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(shutdownWait):
+				log.Warningf("sources still running %v after shutdown", shutdownWait)
+			}
 		}
 		return nil
 	})

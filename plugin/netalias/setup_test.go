@@ -6,6 +6,8 @@ import (
 
 	"github.com/coredns/caddy"
 	"github.com/coredns/coredns/plugin/test"
+
+	"github.com/netalias/netalias/netwatch"
 )
 
 func TestParse(t *testing.T) {
@@ -15,7 +17,7 @@ func TestParse(t *testing.T) {
 		check   func(*testing.T, *config)
 	}{
 		{in: `netalias`, check: func(t *testing.T, c *config) {
-			if c.ttl != 5 || c.stateDir != "/var/lib/netalias" || !c.clients.Managed || len(c.docker) != 0 || c.zones[0] != "." {
+			if c.ttl != 5 || c.stateDir != "/var/lib/netalias" || !c.clients.Managed || len(c.docker) != 0 || c.zones[0] != "." || c.health != netwatch.HealthPrefer {
 				t.Errorf("defaults: %+v", c)
 			}
 		}},
@@ -29,6 +31,24 @@ func TestParse(t *testing.T) {
 				t.Errorf("got %+v", c)
 			}
 		}},
+		{in: "netalias {\n healthcheck strict\n}", check: func(t *testing.T, c *config) {
+			if c.health != netwatch.HealthStrict {
+				t.Errorf("healthcheck strict: %v", c.health)
+			}
+		}},
+		{in: "netalias {\n healthcheck off\n}", check: func(t *testing.T, c *config) {
+			if c.health != netwatch.HealthOff {
+				t.Errorf("healthcheck off: %v", c.health)
+			}
+		}},
+		{in: "netalias {\n healthcheck prefer\n}", check: func(t *testing.T, c *config) {
+			if c.health != netwatch.HealthPrefer {
+				t.Errorf("healthcheck prefer: %v", c.health)
+			}
+		}},
+		{in: "netalias {\n healthcheck sometimes\n}", wantErr: `healthcheck takes prefer, strict or off, got "sometimes"`},
+		{in: "netalias {\n healthcheck\n}", wantErr: "healthcheck takes prefer, strict or off"},
+		{in: "netalias {\n healthcheck strict off\n}", wantErr: "healthcheck takes prefer, strict or off"},
 		{in: "netalias {\n ttl -1\n}", wantErr: "ttl"},
 		{in: "netalias {\n ttl abc\n}", wantErr: "ttl"},
 		{in: "netalias {\n clients 10.0.0.0/33\n}", wantErr: "10.0.0.0/33"},
