@@ -166,8 +166,8 @@ func lookupIn(t testing.TB, e engine, ctr, name, server string) []netip.Addr {
 	return addrs
 }
 
-// within polls got until it equals want or timeout passes.
-func within[T any](t testing.TB, timeout time.Duration, what string, want T, got func() T, eq func(a, b T) bool) {
+// pollUntil polls got until it equals want or timeout passes.
+func pollUntil[T any](t testing.TB, timeout time.Duration, what string, want T, got func() T, eq func(a, b T) bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
@@ -262,12 +262,12 @@ func TestDockerHealthDNS(t *testing.T) {
 	web, all := "web."+net, "_all.web."+net
 	onHost := func(port, name string, want answer) {
 		t.Helper()
-		within(t, 2*time.Second, fmt.Sprintf("%s at port %s from the host", name, port), want,
+		pollUntil(t, 2*time.Second, fmt.Sprintf("%s at port %s from the host", name, port), want,
 			func() answer { return askHost(t, port, name) }, sameAnswer)
 	}
 	inCtr := func(port, name string, want []netip.Addr) {
 		t.Helper()
-		within(t, 2*time.Second, fmt.Sprintf("%s at port %s from a container", name, port), want,
+		pollUntil(t, 2*time.Second, fmt.Sprintf("%s at port %s from a container", name, port), want,
 			func() []netip.Addr { return lookupIn(t, e, client, name, gw+":"+port) }, sameAddrs)
 	}
 	ok := func(a ...netip.Addr) answer { return answer{rcode: dns.RcodeSuccess, addrs: addrs(a...)} }
@@ -431,7 +431,7 @@ func TestPodmanHealth(t *testing.T) {
 		ep, _ := sink.endpoint(c, net)
 		return ep.Health
 	}
-	within(t, 2*time.Second, c+" starting", netwatch.HealthStarting, health, func(a, b netwatch.Health) bool { return a == b })
+	pollUntil(t, 2*time.Second, c+" starting", netwatch.HealthStarting, health, func(a, b netwatch.Health) bool { return a == b })
 	for _, step := range []struct {
 		cmd  []string
 		want netwatch.Health
@@ -442,6 +442,6 @@ func TestPodmanHealth(t *testing.T) {
 	} {
 		e.must(t, append([]string{"exec", c}, step.cmd...)...)
 		e.cmd("healthcheck", "run", c).Run() // exits 1 when the check fails
-		within(t, 2*time.Second, c+" "+step.want.String(), step.want, health, func(a, b netwatch.Health) bool { return a == b })
+		pollUntil(t, 2*time.Second, c+" "+step.want.String(), step.want, health, func(a, b netwatch.Health) bool { return a == b })
 	}
 }
