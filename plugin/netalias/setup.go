@@ -2,6 +2,7 @@ package netalias
 
 import (
 	"context"
+	"io"
 	"strconv"
 	"sync"
 
@@ -12,6 +13,7 @@ import (
 
 	"github.com/netalias/netalias/netwatch"
 	"github.com/netalias/netalias/netwatch/docker"
+	etcdsrc "github.com/netalias/netalias/netwatch/etcd"
 	"github.com/netalias/netalias/netwatch/links"
 	"github.com/netalias/netalias/state"
 )
@@ -31,6 +33,7 @@ type config struct {
 	fall     fallConfig
 	docker   []string // engine endpoints
 	netlink  bool
+	cluster  *clusterConfig // nil: single host
 }
 
 type fallConfig struct {
@@ -89,6 +92,15 @@ func parse(c *caddy.Controller) (*config, error) {
 					ep = args[0]
 				}
 				cfg.docker = append(cfg.docker, ep)
+			case "cluster":
+				if cfg.cluster != nil {
+					return nil, c.Errf("cluster given twice")
+				}
+				cc, err := parseCluster(c)
+				if err != nil {
+					return nil, err
+				}
+				cfg.cluster = cc
 			case "netlink":
 				args := c.RemainingArgs()
 				if len(args) != 1 || (args[0] != "on" && args[0] != "off") {
@@ -100,8 +112,8 @@ func parse(c *caddy.Controller) (*config, error) {
 			}
 		}
 	}
-	if cfg.stateDir == "" && len(cfg.docker) == 0 {
-		return nil, c.Err("no source: `state off` needs at least one `docker` source")
+	if cfg.stateDir == "" && len(cfg.docker) == 0 && cfg.cluster == nil {
+		return nil, c.Err("no source: `state off` needs at least one `docker` or `cluster` source")
 	}
 	return cfg, nil
 }
@@ -125,9 +137,21 @@ func setup(c *caddy.Controller) error {
 		src.Log = log
 		sources = append(sources, src)
 	}
+	var etcdCli io.Closer
+	if cfg.cluster != nil {
+		src, cli, err := cfg.cluster.source()
+		if err != nil {
+			return plugin.Error(pluginName, err)
+		}
+		sources, etcdCli = append(sources, src), cli
+	}
 	names := make([]string, len(sources))
 	for i, s := range sources {
 		names[i] = s.Name()
+	}
+	h := &Netalias{Zones: cfg.zones, TTL: cfg.ttl, Clients: cfg.clients, m: &answerCounters{}}
+	if cfg.cluster != nil {
+		h.stale = &staleTTL{ttl: cfg.cluster.staleTTL}
 	}
 	opts := netwatch.StoreOptions{
 		Expected: names,
@@ -144,6 +168,9 @@ func setup(c *caddy.Controller) error {
 				v = 1
 			}
 			staleGauge.WithLabelValues(source).Set(v)
+			if h.stale != nil && source == etcdsrc.SourceName {
+				h.stale.on.Store(stale)
+			}
 		},
 	}
 	if cfg.netlink {
@@ -158,7 +185,7 @@ func setup(c *caddy.Controller) error {
 		lw = links.New(st, log)
 	}
 
-	h := &Netalias{Zones: cfg.zones, TTL: cfg.ttl, Store: st, Clients: cfg.clients, m: &answerCounters{}}
+	h.Store = st
 	if cfg.fall.set {
 		h.Fall.SetZonesFromArgs(cfg.fall.zones)
 	}
@@ -191,6 +218,9 @@ func setup(c *caddy.Controller) error {
 			// Sources stop on their own; a reload's new instance already runs.
 			cancel()
 			cancel = nil
+		}
+		if etcdCli != nil {
+			etcdCli.Close()
 		}
 		return nil
 	})
