@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -50,7 +51,11 @@ type Publisher struct {
 
 	kick   chan struct{}
 	writes atomic.Uint64
-	synced atomic.Int64 // revision of the last successful sync
+
+	mu          sync.Mutex          // serializes syncs
+	mirror      map[string]mirrored // this host's keys as etcd holds them; nil: unknown
+	mirrorRev   int64               // revision the mirror is current at
+	mirrorLease clientv3.LeaseID    // lease the mirror was read under
 }
 
 // NewPublisher returns a publisher for host under keys, writing under
@@ -81,7 +86,7 @@ func (p *Publisher) Run(ctx context.Context) error {
 	var retry backoff.Backoff
 	resync := time.NewTimer(p.Resync)
 	defer resync.Stop()
-	failing := false
+	failing, full := false, true
 	for ctx.Err() == nil {
 		lease, changed := p.session.Lease()
 		if lease == 0 {
@@ -92,14 +97,16 @@ func (p *Publisher) Run(ctx context.Context) error {
 			continue
 		}
 		var wait <-chan time.Time
-		if _, err := p.Sync(ctx, lease); err != nil {
+		_, err := p.sync(ctx, lease, full)
+		full = false
+		if err != nil {
 			if ctx.Err() != nil {
 				break
 			}
 			if !failing {
 				p.log.Warn("cluster: publishing this host's records failed; retrying", "host", p.host, "err", err)
 			}
-			failing = true
+			failing, full = true, true
 			wait = time.After(retry.Next())
 		} else {
 			if failing {
@@ -120,37 +127,70 @@ func (p *Publisher) Run(ctx context.Context) error {
 		case <-changed:
 		case <-p.kick:
 		case <-resync.C:
+			full = true
 		case <-wait:
 		}
 	}
 	return nil
 }
 
-// Sync compares once and writes the difference under lease. It reports
-// whether it wrote anything.
+// Sync reads this host's records from etcd, compares them with the
+// desired set and writes the difference under lease. It reports whether
+// it wrote anything.
 func (p *Publisher) Sync(ctx context.Context, lease clientv3.LeaseID) (bool, error) {
+	return p.sync(ctx, lease, true)
+}
+
+// sync compares the desired set with what etcd holds. With full false it
+// compares with its mirror of etcd (what the last read or write left
+// there) after checking, in one round trip that returns no values, that
+// etcd still holds exactly the mirror: no key under this
+// host's prefixes modified since the mirror's revision, and as many keys
+// as the mirror has (so nothing deleted either). Otherwise, and on a new
+// lease, after an error and at the periodic resync, it reads every key.
+// Each write is also guarded by "nothing changed since the mirror's
+// revision".
+func (p *Publisher) sync(ctx context.Context, lease clientv3.LeaseID, full bool) (bool, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	d, err := p.desired()
 	if err != nil {
 		return false, fmt.Errorf("cluster: desired records of host %s: %w", p.host, err)
 	}
 	want := p.encode(d)
-	for attempt := 0; attempt < 10; attempt++ {
-		ops, rev, err := p.diff(ctx, want, lease)
+	if p.mirror == nil || p.mirrorLease != lease {
+		full = true
+	}
+	if !full {
+		ok, err := p.verify(ctx)
 		if err != nil {
+			p.mirror = nil
 			return false, err
 		}
+		full = !ok
+	}
+	for attempt := 0; attempt < 10; attempt++ {
+		if full {
+			if err := p.read(ctx); err != nil {
+				p.mirror = nil
+				return false, err
+			}
+			p.mirrorLease = lease
+		}
+		ops, changes := p.diff(want, lease)
 		if len(ops) == 0 {
-			p.synced.Store(rev)
 			return false, nil
 		}
-		ok, err := p.apply(ctx, ops, rev)
+		ok, err := p.apply(ctx, ops, changes)
 		if err != nil {
+			p.mirror = nil
 			return false, err
 		}
 		if ok {
 			return true, nil
 		}
 		// Someone else wrote this host's prefixes meanwhile: read again.
+		full = true
 	}
 	return false, fmt.Errorf("cluster: host %s: records changed under the publisher 10 times in a row (two agents with one --host?)", p.host)
 }
@@ -167,51 +207,106 @@ func (p *Publisher) encode(d *Desired) map[string]string {
 	return want
 }
 
-// diff reads this host's keys in one revision and returns the operations
-// that make them equal to want, all under lease.
-func (p *Publisher) diff(ctx context.Context, want map[string]string, lease clientv3.LeaseID) ([]clientv3.Op, int64, error) {
+// mirrored is one key of this host as etcd holds it.
+type mirrored struct {
+	value string
+	lease clientv3.LeaseID
+}
+
+// read loads this host's keys, in one revision, into the mirror.
+func (p *Publisher) read(ctx context.Context) error {
 	resp, err := p.cli.Txn(ctx).Then(
 		clientv3.OpGet(p.keys.Host(p.host)),
 		clientv3.OpGet(p.keys.HostGateways(p.host), clientv3.WithPrefix()),
 		clientv3.OpGet(p.keys.HostEndpoints(p.host), clientv3.WithPrefix()),
 	).Commit()
 	if err != nil {
-		return nil, 0, fmt.Errorf("cluster: read host %s's records: %w", p.host, err)
+		return fmt.Errorf("cluster: read host %s's records: %w", p.host, err)
 	}
-	have := map[string]bool{}
-	var ops []clientv3.Op
+	p.mirror = map[string]mirrored{}
 	for _, r := range resp.Responses {
 		for _, kv := range r.GetResponseRange().Kvs {
-			k := string(kv.Key)
-			have[k] = true
-			w, ok := want[k]
-			switch {
-			case !ok:
-				ops = append(ops, clientv3.OpDelete(k))
-			case w != string(kv.Value) || clientv3.LeaseID(kv.Lease) != lease:
-				ops = append(ops, clientv3.OpPut(k, w, clientv3.WithLease(lease)))
-			}
+			p.mirror[string(kv.Key)] = mirrored{string(kv.Value), clientv3.LeaseID(kv.Lease)}
+		}
+	}
+	p.mirrorRev = resp.Header.Revision
+	return nil
+}
+
+// verify reports whether etcd holds exactly the mirror, without reading
+// the keys.
+func (p *Publisher) verify(ctx context.Context) (bool, error) {
+	ranges := [][]clientv3.OpOption{nil, {clientv3.WithPrefix()}, {clientv3.WithPrefix()}}
+	keys := []string{p.keys.Host(p.host), p.keys.HostGateways(p.host), p.keys.HostEndpoints(p.host)}
+	var ops []clientv3.Op
+	for i, k := range keys {
+		ops = append(ops,
+			clientv3.OpGet(k, append([]clientv3.OpOption{clientv3.WithCountOnly()}, ranges[i]...)...),
+			// Keys only: etcd counts before it filters by revision.
+			clientv3.OpGet(k, append([]clientv3.OpOption{clientv3.WithKeysOnly(), clientv3.WithMinModRev(p.mirrorRev + 1)}, ranges[i]...)...))
+	}
+	resp, err := p.cli.Txn(ctx).Then(ops...).Commit()
+	if err != nil {
+		return false, fmt.Errorf("cluster: check host %s's records: %w", p.host, err)
+	}
+	var total int64
+	for i, r := range resp.Responses {
+		rr := r.GetResponseRange()
+		if i%2 == 1 && len(rr.Kvs) > 0 {
+			return false, nil // modified since the mirror
+		}
+		if i%2 == 0 {
+			total += rr.Count
+		}
+	}
+	return total == int64(len(p.mirror)), nil
+}
+
+// change is one operation's effect on the mirror (deleted: value unused).
+type change struct {
+	key     string
+	value   string
+	deleted bool
+}
+
+// diff returns the operations that make the mirror equal to want, all
+// under lease, and their effect on the mirror.
+func (p *Publisher) diff(want map[string]string, lease clientv3.LeaseID) ([]clientv3.Op, []change) {
+	var ops []clientv3.Op
+	var changes []change
+	for k, m := range p.mirror {
+		w, ok := want[k]
+		switch {
+		case !ok:
+			ops = append(ops, clientv3.OpDelete(k))
+			changes = append(changes, change{key: k, deleted: true})
+		case w != m.value || m.lease != lease:
+			ops = append(ops, clientv3.OpPut(k, w, clientv3.WithLease(lease)))
+			changes = append(changes, change{key: k, value: w})
 		}
 	}
 	keys := make([]string, 0, len(want))
 	for k := range want {
-		if !have[k] {
+		if _, ok := p.mirror[k]; !ok {
 			keys = append(keys, k)
 		}
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
 		ops = append(ops, clientv3.OpPut(k, want[k], clientv3.WithLease(lease)))
+		changes = append(changes, change{key: k, value: want[k]})
 	}
-	return ops, resp.Header.Revision, nil
+	return ops, changes
 }
 
 // apply writes ops in as few transactions as etcd allows (one unless more
 // than maxTxnOps keys differ), each guarded by "nothing under this host's
-// prefixes changed since rev".
-func (p *Publisher) apply(ctx context.Context, ops []clientv3.Op, rev int64) (bool, error) {
+// prefixes changed since the mirror's revision", and keeps the mirror in
+// step. false: a guard failed.
+func (p *Publisher) apply(ctx context.Context, ops []clientv3.Op, changes []change) (bool, error) {
 	for len(ops) > 0 {
 		n := min(len(ops), maxTxnOps)
+		rev := p.mirrorRev
 		resp, err := p.cli.Txn(ctx).If(
 			clientv3.Compare(clientv3.ModRevision(p.keys.Host(p.host)), "<", rev+1),
 			clientv3.Compare(clientv3.ModRevision(p.keys.HostGateways(p.host)), "<", rev+1).WithPrefix(),
@@ -224,9 +319,15 @@ func (p *Publisher) apply(ctx context.Context, ops []clientv3.Op, rev int64) (bo
 			return false, nil
 		}
 		p.writes.Add(1)
-		rev = resp.Header.Revision
-		p.synced.Store(rev)
-		ops = ops[n:]
+		for _, c := range changes[:n] {
+			if c.deleted {
+				delete(p.mirror, c.key)
+			} else {
+				p.mirror[c.key] = mirrored{c.value, p.mirrorLease}
+			}
+		}
+		p.mirrorRev = resp.Header.Revision
+		ops, changes = ops[n:], changes[n:]
 	}
 	return true, nil
 }
