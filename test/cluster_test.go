@@ -1,28 +1,63 @@
 package test
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
 )
 
-// Three hosts, each with an etcd member, form one cluster; a record
-// published on host 2 is seen by host 1's etcd source; when host 2 dies
-// (its member killed, its session gone) its records vanish on host 1
-// within TTL + 2 s. Host 2 is made a follower first: a leader's death adds
-// an election and a renewal of every lease by the new leader (TTL + 5 s,
-// a case of its own).
+// Three hosts, each with an etcd member, form one cluster; records
+// published on host 2 are seen by host 1's etcd source, one etcd revision
+// per connect; when host 2 dies (its member killed, its session gone) its
+// records vanish on host 1 within TTL + 2 s, all in one step. Host 2 is
+// made a follower first: a leader's death adds an election and a renewal
+// of every lease by the new leader (TestClusterLeaderHostDeath).
 func TestClusterThreeHostsPropagationAndHostDeath(t *testing.T) {
+	clHostDeath(t, false)
+}
+
+// As above, host 2 holding the etcd leader: its records go within
+// TTL + 5 s, never before the TTL.
+func TestClusterLeaderHostDeath(t *testing.T) {
+	clHostDeath(t, true)
+}
+
+func clHostDeath(t *testing.T, leader bool) {
 	c := newClusterTopo(t, 3)
 	c.startEtcd()
-	h1, h2 := c.hosts[0], c.hosts[1]
+	h1, h2, h3 := c.hosts[0], c.hosts[1], c.hosts[2]
 	const ttl = 2 * time.Second
+	// Leadership settles before any lease exists: a new leader extends
+	// every lease once (by its election timeout), which would blur the
+	// follower case.
+	bound := ttl + 2*time.Second
+	if leader {
+		c.moveLeader(h2)
+		bound = ttl + 5*time.Second
+	} else {
+		c.moveLeader(h3)
+	}
 	cli1, cli2 := c.client(h1), c.client(h2)
 	st1 := clStartSource(t, cli1, h1.name)
 	pub2 := clStartPublisher(t, cli2, h2.name, ttl)
 
-	// Propagation: connect on host 2 → record in host 1's store.
-	const n = 200
+	n := 200
+	if leader {
+		n = 20
+	}
+	rev := func() int64 {
+		r, err := cli1.Get(context.Background(), "rev-probe")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Header.Revision
+	}
+	// Let the first publish (the host record) land before counting.
+	for pub2.pub.Writes() == 0 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	rev0 := rev()
 	var lat []time.Duration
 	for i := 0; i < n; i++ {
 		name, ip := fmt.Sprintf("c%d", i), fmt.Sprintf("10.212.%d.%d", 1+i/250, 2+i%250)
@@ -36,15 +71,15 @@ func TestClusterThreeHostsPropagationAndHostDeath(t *testing.T) {
 		}
 		lat = append(lat, time.Since(start))
 	}
-	t.Logf("propagation publisher(h2) → source(h1) over %d connects: p50 %v, p99 %v, max %v",
-		n, clPercentile(lat, 0.5).Round(10*time.Microsecond), clPercentile(lat, 0.99).Round(10*time.Microsecond), clPercentile(lat, 1).Round(10*time.Microsecond))
-	if w := pub2.pub.Writes(); w > n+1 {
-		t.Errorf("%d etcd writes for %d connects", w, n)
+	if d := rev() - rev0; d != int64(n) {
+		t.Errorf("%d connects took %d etcd revisions, want one each", n, d)
 	}
+	t.Logf("propagation publisher(h2) → etcd(h2 → raft) → source(h1) over %d connects: p50 %v, p99 %v, max %v",
+		n, clPercentile(lat, 0.5).Round(10*time.Microsecond), clPercentile(lat, 0.99).Round(10*time.Microsecond), clPercentile(lat, 1).Round(10*time.Microsecond))
 
-	// Host 2 dies.
-	c.moveLeader(c.hosts[2])
-	bound := ttl + 2*time.Second
+	if l := c.leader(cli1); (l == h2) != leader {
+		t.Fatalf("etcd leader moved to %v during the test", l.name)
+	}
 	died := time.Now()
 	c.killEtcd(h2)
 	pub2.stop()
@@ -58,11 +93,12 @@ func TestClusterThreeHostsPropagationAndHostDeath(t *testing.T) {
 	if v := st1.Snapshot().Network("testnet"); v != nil {
 		t.Fatalf("h2's records went in more than one step: %d endpoints left", v.Endpoints())
 	}
-	t.Logf("h2 dead: its %d records gone on h1 after %v (TTL %v, bound %v)", n, gone.Round(time.Millisecond), ttl, bound)
+	t.Logf("h2 (etcd leader: %v) dead: its %d records gone on h1 after %v (TTL %v, bound %v)", leader, n, gone.Round(time.Millisecond), ttl, bound)
 	if gone > bound {
 		t.Fatalf("records gone after %v, want within %v", gone, bound)
 	}
-	if gone < ttl-500*time.Millisecond {
+	// The last keepalive (every TTL/3) may precede the death by TTL/3.
+	if gone < ttl*2/3-200*time.Millisecond {
 		t.Fatalf("records gone after %v, before the %v TTL could expire", gone, ttl)
 	}
 }
