@@ -16,8 +16,8 @@ import (
 // one member: the time from a connect's notification to the name being in
 // the other host's store, with 0 and 1,000 other remote endpoints.
 func TestPropagationPublisherToSource(t *testing.T) {
-	if testing.Short() {
-		t.Skip("measures 400 round trips")
+	if testing.Short() || raceEnabled {
+		t.Skip("a measurement: not under -short or the race detector")
 	}
 	srv := etcdtest.Start(t)
 	var mu sync.Mutex
