@@ -348,3 +348,22 @@ func clPercentile(ds []time.Duration, p float64) time.Duration {
 	i := int(float64(len(s)-1) * p)
 	return s[i]
 }
+
+// partition drops every packet of h except on loopback (silent, unlike a
+// link going down) until heal is called; the table goes with the
+// namespace anyway.
+func (c *clTopo) partition(h *clHost) (heal func()) {
+	c.t.Helper()
+	testenv.RequireCommand(c.t, "nft")
+	rules := "table inet nacl_part {\n" +
+		" chain in { type filter hook input priority -300; policy accept; iif != \"lo\" drop; }\n" +
+		" chain out { type filter hook output priority -300; policy accept; oif != \"lo\" drop; }\n}\n"
+	cmd := exec.Command("ip", "netns", "exec", h.ns, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(rules)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		c.t.Fatalf("partition %s: %v: %s", h.name, err, out)
+	}
+	return func() {
+		clRun(c.t, "ip", "netns", "exec", h.ns, "nft", "delete", "table", "inet", "nacl_part")
+	}
+}

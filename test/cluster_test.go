@@ -102,3 +102,56 @@ func clHostDeath(t *testing.T, leader bool) {
 		t.Fatalf("records gone after %v, before the %v TTL could expire", gone, ttl)
 	}
 }
+
+// Host 2 cut off from the others (a silent drop on its underlay) longer
+// than the TTL: the others drop its records as if it died; it keeps
+// changing locally; after the heal it grants a new lease and publishes
+// everything again, and host 1 has all its names back within 5 s.
+func TestClusterPartitionHeals(t *testing.T) {
+	c := newClusterTopo(t, 3)
+	c.startEtcd()
+	h1, h2, h3 := c.hosts[0], c.hosts[1], c.hosts[2]
+	c.moveLeader(h3)
+	const ttl = 2 * time.Second
+	st1 := clStartSource(t, c.client(h1), h1.name)
+	pub2 := clStartPublisher(t, c.client(h2), h2.name, ttl)
+	for i := 0; i < 10; i++ {
+		pub2.connect("testnet", fmt.Sprintf("ep%d", i), fmt.Sprintf("c%d", i), fmt.Sprintf("10.212.1.%d", 2+i))
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !clHas(st1, "testnet", "c9", "10.212.1.11") {
+		if time.Now().After(deadline) {
+			t.Fatal("h2's records never reached h1")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+
+	heal := c.partition(h2)
+	cut := time.Now()
+	for clHas(st1, "testnet", "c0", "10.212.1.2") {
+		if time.Since(cut) > ttl+5*time.Second {
+			t.Fatalf("h2's records still on h1 %v into its partition", time.Since(cut))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("partitioned h2's records gone on h1 after %v (TTL %v)", time.Since(cut).Round(time.Millisecond), ttl)
+	// A connect on h2 during the partition: local only for now.
+	pub2.connect("testnet", "ep10", "late", "10.212.1.12")
+	time.Sleep(ttl)
+	heal()
+	healed := time.Now()
+	for !(clHas(st1, "testnet", "c0", "10.212.1.2") && clHas(st1, "testnet", "late", "10.212.1.12")) {
+		if time.Since(healed) > 5*time.Second {
+			t.Fatalf("h2's records not back on h1 5s after the heal (lease losses on h2: %d)", pub2.session.LeaseLosses())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	back := time.Since(healed)
+	if v := st1.Snapshot().Network("testnet"); v == nil || v.Endpoints() != 11 {
+		t.Fatalf("after the heal h1 has %v endpoints of h2, want 11", v.Endpoints())
+	}
+	if pub2.session.LeaseLosses() == 0 {
+		t.Error("h2 never noticed it lost its lease")
+	}
+	t.Logf("after the heal all 11 names of h2 back on h1 in %v (h2 lost its lease %d time(s))", back.Round(time.Millisecond), pub2.session.LeaseLosses())
+}
