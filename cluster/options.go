@@ -182,8 +182,8 @@ func (o *Options) Client() (*clientv3.Client, error) {
 		DialTimeout:          o.DialTimeout,
 		DialKeepAliveTime:    o.LeaseTTL / 3,
 		DialKeepAliveTimeout: o.LeaseTTL / 3,
-		// Refuse servers too old for this client's API rather than misbehave.
-		RejectOldCluster: true,
+		// Not RejectOldCluster: it asks every endpoint at once and fails
+		// when one is down, which must not stop a host from starting.
 	})
 	if err != nil {
 		return nil, fmt.Errorf("cluster: etcd %s: %w", strings.Join(o.Endpoints, ","), err)

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
@@ -23,7 +24,9 @@ type Server struct {
 }
 
 // Start starts a member and stops it when the test ends.
-func Start(t testing.TB) *Server {
+func Start(t testing.TB) *Server { return start(t, nil) }
+
+func start(t testing.TB, tlsInfo *transport.TLSInfo) *Server {
 	t.Helper()
 	cfg := embed.NewConfig()
 	cfg.Name = "test"
@@ -32,6 +35,10 @@ func Start(t testing.TB) *Server {
 	cfg.LogLevel = "fatal"
 	// fsync off would be faster but the tests measure what users get.
 	cu, pu := freeURL(t), freeURL(t)
+	if tlsInfo != nil {
+		cu.Scheme = "https"
+		cfg.ClientTLSInfo = *tlsInfo
+	}
 	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{cu}, []url.URL{cu}
 	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{pu}, []url.URL{pu}
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
