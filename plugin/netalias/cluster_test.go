@@ -117,3 +117,14 @@ func TestParseClusterBlockThenMore(t *testing.T) {
 		t.Fatal("unclosed cluster block accepted")
 	}
 }
+
+// etcd down when CoreDNS starts: the server still becomes ready and
+// answers this host's names.
+func TestServerClusterStartsWithEtcdDown(t *testing.T) {
+	local := &state.File{Network: state.Network{Name: "clnet2", Subnet: "10.202.10.0/24", Gateway: "10.202.10.1"},
+		Endpoints: []state.Endpoint{{ID: "l1", Name: "local1", IPv4: "10.202.10.2", Container: "/run/netns/c1"}}}
+	start := time.Now()
+	addr, _ := startServer(t, "cluster http://127.0.0.1:1 {\n host h1\n }", local)
+	waitAnswer(t, addr, "local1.clnet2.", 1)
+	t.Logf("ready and answering local names %v after start with etcd down", time.Since(start).Round(time.Millisecond))
+}
