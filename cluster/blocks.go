@@ -60,15 +60,18 @@ func (b *Blocks) ensureLease(ctx context.Context) (clientv3.LeaseID, error) {
 }
 
 // KeepAlive refreshes the IPAM lease every TTL/3 until ctx is done (the
-// agent daemon runs it). A lease found gone is granted again; the blocks
-// it held are gone with it and must be claimed again (Reclaim).
+// agent daemon runs it). A lease found gone (the daemon was down longer
+// than its TTL) is granted again and lost is called: the blocks it held
+// went with it and must be claimed again (Reclaim).
 func (b *Blocks) KeepAlive(ctx context.Context, lost func()) {
 	t := time.NewTicker(b.ttl / 3)
 	defer t.Stop()
 	for {
 		_, err := b.cli.KeepAliveOnce(ctx, b.LeaseID())
-		if errors.Is(err, rpctypes.ErrLeaseNotFound) && lost != nil {
-			lost()
+		if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+			if _, err := b.ensureLease(ctx); err == nil && lost != nil {
+				lost()
+			}
 		}
 		select {
 		case <-ctx.Done():

@@ -305,3 +305,70 @@ func TestAllocFromBlocksSkipsNetworkAndBroadcast(t *testing.T) {
 		t.Fatalf("IPv6 blocks: %d %v", len(b6), err)
 	}
 }
+
+// The CLI and the daemon of one host claim under one IPAM lease; blocks
+// lost with an expired lease are claimed back, and one taken meanwhile by
+// another host is reported as a conflict.
+func TestBlocksSharedLeaseReclaimAndRelease(t *testing.T) {
+	srv := etcdtest.Start(t)
+	cli := srv.Client(t)
+	ctx := ctxT(t)
+	rec, _, err := NewNetworks(cli, testKeys, "h1").Create(ctx, NetworkSpec{Name: "testnet", Subnet: netip.MustParsePrefix("10.11.0.0/24")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cliSide, daemon := NewBlocks(srv.Client(t), testKeys, "h1", 0), NewBlocks(cli, testKeys, "h1", 0)
+	a, err := cliSide.Claim(ctx, "testnet", rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := daemon.Claim(ctx, "testnet", rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leases := map[int64]bool{}
+	for _, p := range []netip.Prefix{a, b} {
+		r, err := cli.Get(ctx, testKeys.Block("testnet", p.String()))
+		if err != nil || len(r.Kvs) != 1 {
+			t.Fatalf("block %s: %v", p, err)
+		}
+		leases[r.Kvs[0].Lease] = true
+	}
+	if len(leases) != 1 || !leases[int64(daemon.LeaseID())] {
+		t.Fatalf("blocks under leases %v, want the one IPAM lease %x", leases, int64(daemon.LeaseID()))
+	}
+	// The lease expires (daemon down too long): both blocks go.
+	if _, err := cli.Revoke(ctx, daemon.LeaseID()); err != nil {
+		t.Fatal(err)
+	}
+	// Meanwhile h2 takes one of them.
+	h2 := NewBlocks(cli, testKeys, "h2", 0)
+	if _, err := h2.Reclaim(ctx, "testnet", []netip.Prefix{b}); err != nil {
+		t.Fatal(err)
+	}
+	conflicts, err := daemon.Reclaim(ctx, "testnet", []netip.Prefix{a, b})
+	if err != nil || len(conflicts) != 1 || conflicts[0] != b {
+		t.Fatalf("reclaim: conflicts %v, err %v; want [%s]", conflicts, err, b)
+	}
+	held, _ := daemon.Held(ctx, "testnet")
+	if len(held) != 1 || held[0] != a {
+		t.Fatalf("held after reclaim: %v, want [%s]", held, a)
+	}
+	// Release: only the holder's release counts.
+	if err := h2.Release(ctx, "testnet", a); err != nil {
+		t.Fatal(err)
+	}
+	if held, _ := daemon.Held(ctx, "testnet"); len(held) != 1 {
+		t.Fatal("h2 released h1's block")
+	}
+	if err := daemon.Release(ctx, "testnet", a); err != nil {
+		t.Fatal(err)
+	}
+	if held, _ := daemon.Held(ctx, "testnet"); len(held) != 0 {
+		t.Fatalf("held after release: %v", held)
+	}
+	// Claims on a removed network fail cleanly.
+	if _, err := NewBlocks(cli, testKeys, "h1", 0).Claim(ctx, "gone", NetworkRecord{Subnet: "10.12.0.0/24", BlockBits: 26}); !errors.Is(err, ErrNoNetwork) {
+		t.Fatalf("claim on a missing network: %v", err)
+	}
+}
