@@ -30,7 +30,8 @@ type Netalias struct {
 	// not by ServeDNS.
 	Clients Clients
 
-	m *answerCounters
+	m     *answerCounters
+	stale *staleTTL // cluster mode: shorter TTL while etcd is unreachable
 
 	// rot changes on every rotated answer: padding keeps it off the cache
 	// line of the fields every query reads.
@@ -243,7 +244,7 @@ func (h *Netalias) ptr(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, sn
 		name += z
 	}
 	rep := newReply1[dns.PTR](r)
-	rep.rec = dns.PTR{Hdr: dns.RR_Header{Name: r.Question[0].Name, Rrtype: dns.TypePTR, Class: dns.ClassINET, Ttl: h.TTL}, Ptr: name}
+	rep.rec = dns.PTR{Hdr: dns.RR_Header{Name: r.Question[0].Name, Rrtype: dns.TypePTR, Class: dns.ClassINET, Ttl: h.ttl()}, Ptr: name}
 	rep.rr[0] = &rep.rec
 	rep.m.Answer = rep.rr[:]
 	h.m.get(ctx).success.Inc()

@@ -29,7 +29,7 @@ func (h *Netalias) write(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, 
 	if rs != nil && rs.Members() != rs {
 		countExcluded(c, q.Qtype, rs)
 	}
-	hdr := dns.RR_Header{Name: q.Name, Class: dns.ClassINET, Ttl: h.TTL}
+	hdr := dns.RR_Header{Name: q.Name, Class: dns.ClassINET, Ttl: h.ttl()}
 	var m *dns.Msg
 	switch {
 	case len(v4)+len(v6) == 0:
@@ -188,13 +188,13 @@ func (h *Netalias) soaInto(soa *dns.SOA, snap *netwatch.Snapshot, n *netwatch.Ne
 		ns, mbox = "ns.dns."+apex, "hostmaster."+apex
 	}
 	*soa = dns.SOA{
-		Hdr:     dns.RR_Header{Name: apex, Rrtype: dns.TypeSOA, Class: dns.ClassINET, Ttl: h.TTL},
+		Hdr:     dns.RR_Header{Name: apex, Rrtype: dns.TypeSOA, Class: dns.ClassINET, Ttl: h.ttl()},
 		Ns:      ns,
 		Mbox:    mbox,
 		Serial:  uint32(snap.Version),
 		Refresh: 7200,
 		Retry:   1800,
 		Expire:  86400,
-		Minttl:  h.TTL,
+		Minttl:  h.ttl(),
 	}
 }

@@ -2,6 +2,7 @@ package netalias
 
 import (
 	"context"
+	"io"
 	"strconv"
 	"strings"
 	"sync"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/netalias/netalias/netwatch"
 	"github.com/netalias/netalias/netwatch/docker"
+	etcdsrc "github.com/netalias/netalias/netwatch/etcd"
 	"github.com/netalias/netalias/netwatch/links"
 	"github.com/netalias/netalias/state"
 )
@@ -37,6 +39,7 @@ type config struct {
 	docker   []string // engine endpoints
 	netlink  bool
 	health   netwatch.HealthPolicy
+	cluster  *clusterConfig // nil: single host
 }
 
 type fallConfig struct {
@@ -105,6 +108,15 @@ func parse(c *caddy.Controller) (*config, error) {
 					return nil, c.Errf("healthcheck takes prefer, strict or off, got %q", strings.Join(args, " "))
 				}
 				cfg.health = p
+			case "cluster":
+				if cfg.cluster != nil {
+					return nil, c.Errf("cluster given twice")
+				}
+				cc, err := parseCluster(c)
+				if err != nil {
+					return nil, err
+				}
+				cfg.cluster = cc
 			case "netlink":
 				args := c.RemainingArgs()
 				if len(args) != 1 || (args[0] != "on" && args[0] != "off") {
@@ -116,8 +128,8 @@ func parse(c *caddy.Controller) (*config, error) {
 			}
 		}
 	}
-	if cfg.stateDir == "" && len(cfg.docker) == 0 {
-		return nil, c.Err("no source: `state off` needs at least one `docker` source")
+	if cfg.stateDir == "" && len(cfg.docker) == 0 && cfg.cluster == nil {
+		return nil, c.Err("no source: `state off` needs at least one `docker` or `cluster` source")
 	}
 	return cfg, nil
 }
@@ -141,9 +153,21 @@ func setup(c *caddy.Controller) error {
 		src.Log = log
 		sources = append(sources, src)
 	}
+	var etcdCli io.Closer
+	if cfg.cluster != nil {
+		src, cli, err := cfg.cluster.source()
+		if err != nil {
+			return plugin.Error(pluginName, err)
+		}
+		sources, etcdCli = append(sources, src), cli
+	}
 	names := make([]string, len(sources))
 	for i, s := range sources {
 		names[i] = s.Name()
+	}
+	h := &Netalias{Zones: cfg.zones, TTL: cfg.ttl, Clients: cfg.clients, Health: cfg.health, m: &answerCounters{}}
+	if cfg.cluster != nil {
+		h.stale = &staleTTL{ttl: cfg.cluster.staleTTL}
 	}
 	opts := netwatch.StoreOptions{
 		Expected: names,
@@ -161,6 +185,9 @@ func setup(c *caddy.Controller) error {
 				v = 1
 			}
 			staleGauge.WithLabelValues(source).Set(v)
+			if h.stale != nil && source == etcdsrc.SourceName {
+				h.stale.on.Store(stale)
+			}
 		},
 	}
 	if cfg.netlink {
@@ -175,7 +202,7 @@ func setup(c *caddy.Controller) error {
 		lw = links.New(st, log)
 	}
 
-	h := &Netalias{Zones: cfg.zones, TTL: cfg.ttl, Store: st, Health: cfg.health, Clients: cfg.clients, m: &answerCounters{}}
+	h.Store = st
 	if cfg.fall.set {
 		h.Fall.SetZonesFromArgs(cfg.fall.zones)
 	}
@@ -218,6 +245,9 @@ func setup(c *caddy.Controller) error {
 			case <-time.After(shutdownWait):
 				log.Warningf("sources still running %v after shutdown", shutdownWait)
 			}
+		}
+		if etcdCli != nil {
+			etcdCli.Close()
 		}
 		return nil
 	})
