@@ -71,6 +71,7 @@ type Kernel struct {
 	Firewall   Firewall
 	Resolver   Resolver
 	Namespaces Namespaces
+	Pairs      Pairs // kernel_pairs.go
 }
 
 func (k Kernel) withDefaults() Kernel {
@@ -91,6 +92,9 @@ func (k Kernel) withDefaults() Kernel {
 	}
 	if k.Namespaces == nil {
 		k.Namespaces = realNamespaces{}
+	}
+	if k.Pairs == nil {
+		k.Pairs = realPairs{}
 	}
 	return k
 }

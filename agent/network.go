@@ -107,6 +107,11 @@ func (m *Manager) RemoveNetwork(name string, force bool) error {
 		return err
 	}
 	defer lk.Unlock()
+	return m.removeNetwork(snap, name, force)
+}
+
+// removeNetwork is RemoveNetwork under the lock.
+func (m *Manager) removeNetwork(snap *store.Snapshot, name string, force bool) error {
 	f, err := lookup(snap, name)
 	if err != nil {
 		return err

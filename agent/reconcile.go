@@ -100,6 +100,12 @@ func (m *Manager) pruneEndpoints(f *state.File, links map[string]bool, r *reconc
 	kept := f.Endpoints[:0:0]
 	for _, ep := range f.Endpoints {
 		switch {
+		case isDocker(ep):
+			// Docker owns its records' lifetime (docker.go): never dropped.
+			if demoteVanished(&ep, links) {
+				changed = true
+			}
+			kept = append(kept, ep)
 		case !links[ep.HostVeth]:
 			r.evs = append(r.evs, epEvent("disconnect", f.Network, ep, "veth vanished"))
 			r.touched[ep.Container] = true

@@ -242,7 +242,9 @@ func (k *Kernel) deleteLink(name string) {
 	}
 	delete(k.s.Links, name)
 	if l.Kind == "veth" {
-		if ifs := k.s.Netns[l.Peer.Netns]; ifs != nil {
+		if l.Peer.Netns == "" {
+			delete(k.s.Links, l.Peer.Name) // both ends in the host (pairs.go)
+		} else if ifs := k.s.Netns[l.Peer.Netns]; ifs != nil {
 			delete(ifs, l.Peer.Name)
 		}
 	}
