@@ -4,11 +4,10 @@ package test
 // (issue 11): a private dockerd beside the machine's own, the offline
 // busybox image imported into it, and the plugin process.
 //
-// TestDockerDriverPrivateDaemon checks the harness itself and runs now.
-// TestDockerDriverNetwork is the first real driver scenario: it skips
-// until `netalias docker-plugin` exists (the agent's Backend for package
-// dockerdriver); it enables itself when the command does. Run both under
-// the kernel lock:
+// TestDockerDriverPrivateDaemon checks the harness itself;
+// TestDockerDriverProtocol drives the protocol layer with a minimal
+// backend; docker_driver_test.go runs issue 11's scenario through
+// `netalias docker-plugin`. Run them under the kernel lock:
 //
 //	flock /tmp/netalias-kernel.lock go test ./test -run DockerDriver -v
 //
@@ -364,8 +363,8 @@ type driverPlugin struct {
 	exited   chan error
 }
 
-// requireDockerPlugin returns the netalias binary when it has the
-// docker-plugin command, and skips the test until it does.
+// requireDockerPlugin returns the netalias binary, which must have the
+// docker-plugin command.
 func requireDockerPlugin(t *testing.T) string {
 	t.Helper()
 	testenv.RequireRoot(t)
@@ -374,7 +373,7 @@ func requireDockerPlugin(t *testing.T) string {
 	// status 0: look for the command's own usage line.
 	out, err := exec.Command(bin, "docker-plugin", "--help").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "netalias docker-plugin") {
-		t.Skip("netalias has no docker-plugin command yet: the driver tests enable themselves once the agent implements dockerdriver.Backend (issue 11)")
+		t.Fatalf("netalias has no docker-plugin command: %v\n%s", err, out)
 	}
 	return bin
 }
@@ -460,80 +459,6 @@ func bridgePorts(t *testing.T, bridge string) []string {
 		}
 	}
 	return ports
-}
-
-// TestDockerDriverNetwork is issue 11's scenario against a private dockerd:
-// create, run, resolve, ping, internal, plugin restart, daemon restart,
-// remove. It skips until `netalias docker-plugin` exists.
-func TestDockerDriverNetwork(t *testing.T) {
-	bin := requireDockerPlugin(t)
-	d := startPrivateDockerd(t)
-	img := d.importBusybox()
-	stateDir := t.TempDir()
-	p := startDriverPlugin(t, bin, natestName("natest-drv"), stateDir)
-
-	netName := natestName("natest")
-	sub := netip.MustParsePrefix(fmt.Sprintf("10.208.%d.0/24", 1+rand.IntN(250)))
-	d.engine.must(t, "network", "create", "-d", p.name, "--ipam-driver", p.name,
-		"--subnet", sub.String(), "-o", "netalias.network="+netName, netName)
-	t.Cleanup(func() { d.removeNetwork(netName) })
-	f, ok := p.netaliasNetwork(netName)
-	if !ok || f.Network.Subnet != sub {
-		t.Fatalf("netalias network %s after docker network create: %+v (exists %v)", netName, f.Network, ok)
-	}
-
-	// Two containers: addresses from our IPAM, veths on our bridge, Docker's
-	// embedded DNS answering their names.
-	c1, c2 := "c1-"+netName, "c2-"+netName
-	for _, c := range []string{c1, c2} {
-		d.engine.run(t, c, "--restart", "always", "--stop-timeout", "1", "--network", netName, img, "sleep", "3600")
-	}
-	ip1, ip2 := d.engine.ip(t, c1, netName), d.engine.ip(t, c2, netName)
-	if !sub.Contains(ip1) || !sub.Contains(ip2) || ip1 == ip2 {
-		t.Fatalf("addresses %s and %s, want two in %s", ip1, ip2, sub)
-	}
-	if n := len(bridgePorts(t, f.Network.Bridge)); n != 2 {
-		t.Errorf("%d ports on %s, want 2", n, f.Network.Bridge)
-	}
-	d.engine.must(t, "exec", c2, "ping", "-c1", "-W2", c1)
-
-	// docker rm -f: no veth left within 5 s.
-	d.engine.must(t, "rm", "-f", c1)
-	within(t, 5*time.Second, "c1's veth gone from "+f.Network.Bridge, func() bool { return len(bridgePorts(t, f.Network.Bridge)) == 1 })
-
-	// The plugin restarts without losing its map.
-	p.stop()
-	p.start()
-	c3 := "c3-" + netName
-	d.engine.run(t, c3, "--stop-timeout", "1", "--network", netName, img, "sleep", "3600")
-	d.engine.must(t, "exec", c3, "ping", "-c1", "-W2", c2)
-
-	// dockerd restarts with a --restart always container on the network.
-	d.restart()
-	within(t, 30*time.Second, c2+" running again after the daemon restart", func() bool { return d.running(c2) })
-	d.engine.must(t, "start", c3)
-	d.engine.must(t, "exec", c3, "ping", "-c1", "-W2", c2)
-
-	// An internal network: no docker_gwbridge.
-	inner := natestName("natest")
-	d.engine.must(t, "network", "create", "-d", p.name, "--ipam-driver", p.name, "--internal",
-		"--subnet", fmt.Sprintf("10.208.%d.0/24", 1+rand.IntN(250)), "-o", "netalias.network="+inner, inner)
-	t.Cleanup(func() { d.removeNetwork(inner) })
-	d.engine.run(t, "c4-"+netName, "--stop-timeout", "1", "--network", inner, img, "sleep", "3600")
-	if out := d.quiet("network", "ls", "-q", "--filter", "name=docker_gwbridge"); strings.TrimSpace(out) != "" {
-		t.Errorf("an internal netalias network made Docker attach docker_gwbridge")
-	}
-
-	// docker network rm removes what the plugin made.
-	for _, c := range []string{c2, c3, "c4-" + netName} {
-		d.engine.must(t, "rm", "-f", c)
-	}
-	d.engine.must(t, "network", "rm", netName, inner)
-	for _, n := range []string{netName, inner} {
-		if _, ok := p.netaliasNetwork(n); ok {
-			t.Errorf("netalias network %s survives docker network rm", n)
-		}
-	}
 }
 
 // ipBackend is the least dockerdriver.Backend that plumbs for real (a
