@@ -46,7 +46,7 @@ import (
 // containerd), socket, pid file and default bridge, no iptables. Plugins
 // in /run/docker/plugins are visible to it as to the machine's.
 type privateDockerd struct {
-	t      *testing.T
+	t      testing.TB
 	dir    string // PRIV: everything the daemon writes lives under it
 	sock   string
 	pid    string
@@ -62,7 +62,7 @@ type privateDockerd struct {
 
 // startPrivateDockerd starts a private dockerd and registers its complete
 // removal at cleanup.
-func startPrivateDockerd(t *testing.T) *privateDockerd {
+func startPrivateDockerd(t testing.TB) *privateDockerd {
 	t.Helper()
 	testenv.RequireRoot(t)
 	testenv.RequireCommand(t, "dockerd")
@@ -309,7 +309,7 @@ func (d *privateDockerd) running(ctr string) bool {
 }
 
 // within polls cond every 50 ms and fails t after limit.
-func within(t *testing.T, limit time.Duration, what string, cond func() bool) {
+func within(t testing.TB, limit time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(limit)
 	for !cond() {
@@ -354,7 +354,7 @@ func TestDockerDriverPrivateDaemon(t *testing.T) {
 // driverPlugin is `netalias docker-plugin` running for one test, under a
 // plugin name of its own so no other test or daemon meets it.
 type driverPlugin struct {
-	t        *testing.T
+	t        testing.TB
 	bin      string
 	name     string
 	stateDir string
@@ -365,7 +365,7 @@ type driverPlugin struct {
 
 // requireDockerPlugin returns the netalias binary, which must have the
 // docker-plugin command.
-func requireDockerPlugin(t *testing.T) string {
+func requireDockerPlugin(t testing.TB) string {
 	t.Helper()
 	testenv.RequireRoot(t)
 	bin := binary(t, "netalias")
@@ -379,7 +379,7 @@ func requireDockerPlugin(t *testing.T) string {
 }
 
 // startDriverPlugin starts the plugin on stateDir and waits for its socket.
-func startDriverPlugin(t *testing.T, bin, name, stateDir string) *driverPlugin {
+func startDriverPlugin(t testing.TB, bin, name, stateDir string) *driverPlugin {
 	t.Helper()
 	p := &driverPlugin{t: t, bin: bin, name: name, stateDir: stateDir,
 		sock: filepath.Join("/run/docker/plugins", name+".sock")}
@@ -446,7 +446,7 @@ func (p *driverPlugin) netaliasNetwork(name string) (state.File, bool) {
 }
 
 // bridgePorts lists the interfaces enslaved to bridge.
-func bridgePorts(t *testing.T, bridge string) []string {
+func bridgePorts(t testing.TB, bridge string) []string {
 	t.Helper()
 	out, err := exec.Command("ip", "-o", "link", "show", "master", bridge).Output()
 	if err != nil {
