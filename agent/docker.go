@@ -37,9 +37,9 @@ import (
 // endpoint whose veth vanished (its container's namespace died, a reboot)
 // becomes a reservation until Docker's DeleteEndpoint and ReleaseAddress,
 // which dockerd sends for stale endpoints when it starts. Records a
-// vanished dockerd never releases are leaked: `netalias agent` is the
-// place to collect them against the Docker API (DockerCollect), never a
-// driver callback, which would deadlock dockerd.
+// vanished dockerd never releases are leaked: the plugin's collector finds
+// them against the Docker API (DockerCollect), never from a driver
+// callback, which would deadlock dockerd.
 
 // DockerEndpointSpec asks for a Docker endpoint.
 type DockerEndpointSpec struct {
@@ -459,12 +459,13 @@ func (m *Manager) updateDocker(network, endpointID string, change func(*state.En
 	return nil
 }
 
-// DockerCollect removes the Docker records of network whose Docker
-// endpoint live does not know (leaked by a dockerd that died or lost its
-// state), and reservations older than a cycle of the caller's choosing
-// when stale says so. It is for `netalias agent`, which asks the Docker
-// API outside any driver callback; it returns how many it removed.
-func (m *Manager) DockerCollect(network string, live func(endpointID string) bool, stale func(state.Endpoint) bool) (int, error) {
+// DockerCollect removes the Docker records of network that leaked says
+// are leaked (their dockerd died or lost its state and will never delete
+// them): endpoints go with their veth, reservations free their address.
+// It is for a caller that asked the Docker API first, outside any driver
+// callback (`netalias docker-plugin`'s collector); it returns how many it
+// removed.
+func (m *Manager) DockerCollect(network string, leaked func(state.Endpoint) bool) (int, error) {
 	lk, snap, err := m.begin()
 	if err != nil {
 		return 0, err
@@ -481,12 +482,10 @@ func (m *Manager) DockerCollect(network string, live func(endpointID string) boo
 	var keep []state.Endpoint
 	var veths []string
 	for _, ep := range f.Endpoints {
-		switch {
-		case !isDocker(ep):
-		case ep.HostVeth != "" && !live(ep.Attachment.ID):
-			veths = append(veths, ep.HostVeth)
-			continue
-		case ep.HostVeth == "" && stale != nil && stale(ep):
+		if isDocker(ep) && leaked(ep) {
+			if ep.HostVeth != "" {
+				veths = append(veths, ep.HostVeth)
+			}
 			continue
 		}
 		keep = append(keep, ep)

@@ -336,12 +336,19 @@ func TestFakeDockerCollect(t *testing.T) {
 	m, fk := newFakeDockerManager(t)
 	ep1 := dockerUp(t, m, dockerEP1, netip.Addr{})
 	dockerUp(t, m, dockerEP2, netip.Addr{})
-	n, err := m.DockerCollect("dn", func(id string) bool { return id == dockerEP2 }, nil)
+	res, err := m.DockerReserve("dn", false, netip.Addr{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Docker knows endpoint 2 only; the reservation is young (kept).
+	n, err := m.DockerCollect("dn", func(ep state.Endpoint) bool {
+		return ep.HostVeth != "" && ep.Attachment.ID != dockerEP2
+	})
 	if err != nil || n != 1 {
 		t.Fatalf("collect = %d, %v; want 1", n, err)
 	}
 	f := networkFile(t, m, "dn")
-	if len(f.Endpoints) != 1 || f.Endpoints[0].Attachment.ID != dockerEP2 {
+	if len(f.Endpoints) != 2 || f.Endpoints[0].Attachment.ID != dockerEP2 || f.Endpoints[1].IPv4 != res {
 		t.Errorf("after collect: %+v", f.Endpoints)
 	}
 	if _, ok := fk.State().Links[ep1.HostVeth]; ok {

@@ -361,6 +361,7 @@ type driverPlugin struct {
 	sock     string
 	cmd      *exec.Cmd
 	exited   chan error
+	extra    []string // more docker-plugin flags
 }
 
 // requireDockerPlugin returns the netalias binary, which must have the
@@ -379,10 +380,10 @@ func requireDockerPlugin(t testing.TB) string {
 }
 
 // startDriverPlugin starts the plugin on stateDir and waits for its socket.
-func startDriverPlugin(t testing.TB, bin, name, stateDir string) *driverPlugin {
+func startDriverPlugin(t testing.TB, bin, name, stateDir string, extra ...string) *driverPlugin {
 	t.Helper()
 	p := &driverPlugin{t: t, bin: bin, name: name, stateDir: stateDir,
-		sock: filepath.Join("/run/docker/plugins", name+".sock")}
+		sock: filepath.Join("/run/docker/plugins", name+".sock"), extra: extra}
 	p.start()
 	t.Cleanup(p.stop)
 	return p
@@ -391,7 +392,7 @@ func startDriverPlugin(t testing.TB, bin, name, stateDir string) *driverPlugin {
 func (p *driverPlugin) start() {
 	t := p.t
 	t.Helper()
-	p.cmd = exec.Command(p.bin, "--state-dir", p.stateDir, "docker-plugin", "--name", p.name)
+	p.cmd = exec.Command(p.bin, append([]string{"--state-dir", p.stateDir, "docker-plugin", "--name", p.name}, p.extra...)...)
 	log, err := os.OpenFile(filepath.Join(p.stateDir, "plugin-"+p.name+".log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		t.Fatal(err)

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/netalias/netalias/agent"
 	"github.com/netalias/netalias/state"
 )
 
@@ -75,7 +76,9 @@ func TestDockerDriverNetwork(t *testing.T) {
 	d := startPrivateDockerd(t)
 	img := d.importBusybox()
 	stateDir := t.TempDir()
-	p := startDriverPlugin(t, bin, natestName("natest-drv"), stateDir)
+	// The collector asks the private dockerd, and collects records older
+	// than 2 s that it does not know.
+	p := startDriverPlugin(t, bin, natestName("natest-drv"), stateDir, "--docker-host", "unix://"+d.sock, "--collect-after", "2s")
 	var veths []string // every host veth seen: none may survive
 
 	netName := natestName("natest")
@@ -185,6 +188,35 @@ func TestDockerDriverNetwork(t *testing.T) {
 		eps, res := dockerRecords(f)
 		return len(eps) == 2 && len(res) == 0 && len(bridgePorts(t, f.Network.Bridge)) == 3
 	})
+
+	// Records dockerd does not know (it lost its state, say) are collected
+	// with their veth; the records it knows stay.
+	m, err := agent.New(agent.Options{StateDir: stateDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lostIP, err := m.DockerReserve(netName, false, netip.Addr{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lost, err := m.DockerCreateEndpoint(agent.DockerEndpointSpec{Network: netName, EndpointID: state.NewID(), IPv4: lostIP})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stray, err := m.DockerReserve(netName, false, netip.Addr{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	within(t, 10*time.Second, "the leaked endpoint and reservation collected", func() bool {
+		f, _ := p.netaliasNetwork(netName)
+		eps, res := dockerRecords(f)
+		return len(eps) == 2 && len(res) == 0 && !linkExists(lost.HostVeth)
+	})
+	if a, err := m.DockerReserve(netName, false, stray); err != nil {
+		t.Errorf("collected reservation %s not free again: %v", stray, err)
+	} else if err := m.DockerRelease(netName, a); err != nil {
+		t.Fatal(err)
+	}
 
 	// With the plugin down, Docker's commands fail with a clear error and
 	// nothing half-made remains.
