@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 
 	"github.com/netalias/netalias/agent/ipam"
 	"github.com/netalias/netalias/agent/link"
@@ -145,31 +146,48 @@ func (m *Manager) DockerRemoveNetwork(name string) error {
 	if err != nil {
 		return err
 	}
-	var others []string
-	var keep []state.Endpoint
-	pending := slices.Clip(f.PendingDelete)
-	for _, ep := range f.Endpoints {
-		switch {
-		case !isDocker(ep):
-			others = append(others, ep.Name)
-			keep = append(keep, ep)
-		case ep.HostVeth != "":
-			pending = append(pending, state.PendingVeth{Name: ep.HostVeth, Since: now()})
-		}
-	}
+	g, others := withoutDocker(f)
 	if len(others) > 0 {
-		return fmt.Errorf("network %q has %d endpoint(s) that are not Docker's attached (%v): disconnect them first", name, len(others), others)
+		return fmt.Errorf("network %q has %d endpoint(s) that are not Docker's attached (%s): disconnect them first", name, len(others), strings.Join(others, ", "))
 	}
 	// In memory only: removeNetwork deletes these veths with the network,
 	// and a failure leaves the file (and Docker's records) as they were.
-	g := *f
-	g.Endpoints, g.PendingDelete = keep, pending
-	snap.Files[name] = &g
+	snap.Files[name] = g
 	if err := m.removeNetwork(snap, name, false); err != nil {
 		snap.Files[name] = f
 		return err
 	}
 	return nil
+}
+
+// withoutDocker is a copy of f without its Docker records, their veths
+// added to the pending ones, and the names of the other endpoints.
+func withoutDocker(f *state.File) (*state.File, []string) {
+	g := *f
+	g.Endpoints, g.PendingDelete = nil, slices.Clip(f.PendingDelete)
+	var others []string
+	for _, ep := range f.Endpoints {
+		switch {
+		case !isDocker(ep):
+			others = append(others, ep.Name)
+			g.Endpoints = append(g.Endpoints, ep)
+		case ep.HostVeth != "":
+			g.PendingDelete = append(g.PendingDelete, state.PendingVeth{Name: ep.HostVeth, Since: now()})
+		}
+	}
+	return &g, others
+}
+
+// endpointLabel names an endpoint in messages: its name, or for Docker's
+// nameless records the Docker endpoint or the addresses reserved.
+func endpointLabel(ep state.Endpoint) string {
+	switch {
+	case !isDocker(ep):
+		return ep.Name
+	case ep.HostVeth != "":
+		return fmt.Sprintf("docker endpoint %.12s", ep.Attachment.ID)
+	}
+	return fmt.Sprintf("docker reservation %s", strings.TrimSpace(addrString(ep.IPv4)+" "+addrString(ep.IPv6)))
 }
 
 // DockerReserve reserves an address on network for a Docker endpoint to

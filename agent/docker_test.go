@@ -358,3 +358,54 @@ func TestFakeDockerCollect(t *testing.T) {
 		t.Errorf("leaked endpoint's address not freed: %v", err)
 	}
 }
+
+// `netalias network rm` names Docker's nameless records, and --force
+// removes them with the network.
+func TestFakeNetworkRmWithDockerRecords(t *testing.T) {
+	m, fk := newFakeDockerManager(t)
+	ep := dockerUp(t, m, dockerEP1, netip.Addr{})
+	res, _ := m.DockerReserve("dn", false, netip.Addr{})
+	err := m.RemoveNetwork("dn", false)
+	if err == nil || !strings.Contains(err.Error(), "docker endpoint "+dockerEP1[:12]) || !strings.Contains(err.Error(), "docker reservation "+res.String()) {
+		t.Errorf("network rm with Docker records: %v", err)
+	}
+	if err := m.RemoveNetwork("dn", true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.DockerNetwork("dn"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("network after rm --force: %v", err)
+	}
+	if _, ok := fk.State().Links[ep.HostVeth]; ok {
+		t.Errorf("Docker endpoint's veth left after rm --force")
+	}
+}
+
+// dockerd calls the driver concurrently: reservations made at once from
+// many goroutines (each holding the state lock in turn) never collide.
+func TestFakeDockerConcurrentReservations(t *testing.T) {
+	m, _ := newFakeDockerManager(t)
+	const n = 16
+	got := make(chan netip.Addr, n)
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			a, err := m.DockerReserve("dn", false, netip.Addr{})
+			got <- a
+			errs <- err
+		}()
+	}
+	seen := map[netip.Addr]bool{}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+		a := <-got
+		if seen[a] {
+			t.Errorf("%s handed out twice", a)
+		}
+		seen[a] = true
+	}
+	if f := networkFile(t, m, "dn"); len(f.Endpoints) != n {
+		t.Errorf("%d reservations recorded, want %d", len(f.Endpoints), n)
+	}
+}

@@ -119,9 +119,15 @@ func (m *Manager) removeNetwork(snap *store.Snapshot, name string, force bool) e
 	if len(f.Endpoints) > 0 && !force {
 		var eps []string
 		for _, e := range f.Endpoints {
-			eps = append(eps, e.Name)
+			eps = append(eps, endpointLabel(e))
 		}
 		return fmt.Errorf("network %q has %d endpoint(s) attached (%s): disconnect them first or use --force", name, len(eps), strings.Join(eps, ", "))
+	}
+	if force {
+		// Docker's records go with the network, their veths with its
+		// pending ones (docker.go).
+		f, _ = withoutDocker(f)
+		snap.Files[name] = f
 	}
 	var evs []events.Event
 	for i := len(f.Endpoints) - 1; i >= 0; i-- {
