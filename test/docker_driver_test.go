@@ -139,6 +139,23 @@ func TestDockerDriverNetwork(t *testing.T) {
 	if err := agPing(ns, ip1.String()); err != nil {
 		t.Errorf("ping %s from %s: %v", ip1, ns, err)
 	}
+	// A restart of the host's dockerd rewrites the FORWARD chain: the
+	// plugin puts our rules back within seconds.
+	rules := forwardRules(t, f.Network.Bridge)
+	if len(rules) == 0 {
+		t.Errorf("no FORWARD rules for %s", f.Network.Bridge)
+	}
+	for _, r := range rules {
+		if out, err := exec.Command("sh", "-c", "iptables "+strings.Replace(r, "-A ", "-D ", 1)).CombinedOutput(); err != nil {
+			t.Fatalf("iptables -D %s: %v\n%s", r, err, out)
+		}
+	}
+	within(t, 8*time.Second, "FORWARD rules for "+f.Network.Bridge+" restored", func() bool {
+		return len(forwardRules(t, f.Network.Bridge)) == len(rules)
+	})
+	if err := agPing(ns, ip1.String()); err != nil {
+		t.Errorf("ping %s from %s after the rules came back: %v", ip1, ns, err)
+	}
 	// And the other way round: the container (through --dns, Docker's
 	// embedded DNS forwarding to us) resolves and pings the namespace.
 	if out, err := d.engine.cmd("exec", c2, "ping", "-c1", "-W2", ns+"."+netName).CombinedOutput(); err != nil || !strings.Contains(string(out), nsIP.String()) {
@@ -323,4 +340,21 @@ func TestDockerDriverNetwork(t *testing.T) {
 			t.Errorf("veth %s left behind", v)
 		}
 	}
+}
+
+// forwardRules lists our rules for bridge in the host's iptables FORWARD
+// chain (iptables -S lines).
+func forwardRules(t testing.TB, bridge string) []string {
+	t.Helper()
+	out, err := exec.Command("iptables", "-S", "FORWARD").Output()
+	if err != nil {
+		t.Fatalf("iptables -S FORWARD: %v", err)
+	}
+	var rules []string
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.Contains(l, "netalias:") && strings.Contains(l, ":"+bridge+"\"") {
+			rules = append(rules, l)
+		}
+	}
+	return rules
 }

@@ -63,8 +63,14 @@ networks lives in the state directory, so a restarted plugin loses nothing.`,
 			if err := srv.Listen(); err != nil {
 				return err
 			}
+			// Before dockerd asks anything: bridges and rules back after a
+			// reboot, veths left pending by a previous run deleted.
+			if err := m.Reconcile(); err != nil {
+				log.Warn("reconcile at start", "err", err)
+			}
 			go reap.run()
 			go collectLeaked(ctx, m, srv, dockerHost, grace, log)
+			go keepFirewall(ctx, m, 5*time.Second, log)
 			fmt.Fprintf(cmd.ErrOrStderr(), "netalias docker-plugin: state %s, serving on %s\n", m.StateDir(), srv.Socket())
 			return srv.Serve(ctx)
 		},
@@ -167,6 +173,24 @@ func collectLeaked(ctx context.Context, m *agent.Manager, srv *dockerdriver.Serv
 				log.Warn("collector", "network", name, "err", err)
 			} else if n > 0 {
 				log.Info("collected Docker records dockerd no longer knows", "network", name, "docker_network", dockerID, "records", n)
+			}
+		}
+	}
+}
+
+// keepFirewall restores the forwarding rules when something outside
+// removed them: a restart of the host's dockerd rewrites the FORWARD chain,
+// which would cut the containers on our bridges off each other.
+func keepFirewall(ctx context.Context, m *agent.Manager, every time.Duration, log *slog.Logger) {
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			if err := m.EnsureFirewall(); err != nil {
+				log.Warn("firewall rules not restored", "err", err)
 			}
 		}
 	}
