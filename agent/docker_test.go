@@ -219,6 +219,11 @@ func TestFakeDockerReserveAndJoinRollBack(t *testing.T) {
 		return err
 	}, nil)
 	failEveryStep(t, m, fk, func() error { return m.DockerLeave("dn", dockerEP1) }, nil)
+	a, err := m.DockerReserve("dn", false, netip.Addr{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	failEveryStep(t, m, fk, func() error { return m.DockerRelease("dn", a) }, nil)
 }
 
 func TestFakeDockerDeleteEndpointFailures(t *testing.T) {
