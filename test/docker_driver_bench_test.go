@@ -2,7 +2,10 @@ package test
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -20,7 +23,7 @@ func BenchmarkDockerDriverRun(b *testing.B) {
 	d := startPrivateDockerd(b)
 	img := d.importBusybox()
 	stateDir := b.TempDir()
-	p := startDriverPlugin(b, bin, natestName("natest-drvb"), stateDir)
+	p := startDriverPlugin(b, bin, natestName("natest-drvb"), stateDir, "--debug")
 
 	na := natestName("natest")
 	d.engine.must(b, "network", "create", "-d", p.name, "--ipam-driver", p.name,
@@ -55,6 +58,42 @@ func BenchmarkDockerDriverRun(b *testing.B) {
 	b.ReportMetric(float64(mNA.Microseconds())/1000, "ms-netalias")
 	b.ReportMetric(float64(mBR.Microseconds())/1000, "ms-bridge")
 	b.ReportMetric(float64(mNA)/float64(mBR), "ratio")
+	// Inside the plugin: the median of each call dockerd waits for while
+	// it starts a container (the plugin logs every call with --debug).
+	took := pluginCallTimes(b, filepath.Join(stateDir, "plugin-"+p.name+".log"))
+	for _, m := range []string{"IpamDriver.RequestAddress", "NetworkDriver.CreateEndpoint", "NetworkDriver.Join"} {
+		if len(took[m]) > 0 {
+			b.ReportMetric(float64(medianDuration(took[m]).Microseconds())/1000, "ms-"+strings.TrimPrefix(strings.TrimPrefix(m, "IpamDriver."), "NetworkDriver."))
+		}
+	}
+}
+
+// pluginCallTimes reads the durations of the driver calls from the
+// plugin's debug log (slog text: msg="driver call" method=M took=D).
+func pluginCallTimes(b *testing.B, logPath string) map[string][]time.Duration {
+	data, err := os.ReadFile(logPath)
+	if err != nil {
+		b.Fatal(err)
+	}
+	out := map[string][]time.Duration{}
+	for _, line := range strings.Split(string(data), "\n") {
+		if !strings.Contains(line, `msg="driver call"`) {
+			continue
+		}
+		var method string
+		var took time.Duration
+		for _, f := range strings.Fields(line) {
+			if v, ok := strings.CutPrefix(f, "method="); ok {
+				method = v
+			} else if v, ok := strings.CutPrefix(f, "took="); ok {
+				took, _ = time.ParseDuration(v)
+			}
+		}
+		if method != "" && took > 0 {
+			out[method] = append(out[method], took)
+		}
+	}
+	return out
 }
 
 func medianDuration(ds []time.Duration) time.Duration {
