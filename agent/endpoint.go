@@ -178,8 +178,10 @@ func (m *Manager) detach(snap *store.Snapshot, f *state.File, idx int) error {
 			m.log.Error("veth left for the reaper", "veth", ep.HostVeth, "err", derr)
 		}
 	}
-	if err := m.updateResolver(snap, ep.Container); err != nil {
-		m.log.Warn("resolver file not updated", "container", ep.Container, "err", err)
+	if ep.Attachment == nil { // runtime attachments have no resolver file
+		if err := m.updateResolver(snap, ep.Container); err != nil {
+			m.log.Warn("resolver file not updated", "container", ep.Container, "err", err)
+		}
 	}
 	if err := m.fixDefaultRoute(snap, ep.Container); err != nil {
 		m.log.Warn("default route not restored", "container", ep.Container, "err", err)
@@ -194,7 +196,13 @@ func (m *Manager) updateResolver(snap *store.Snapshot, container string) error {
 		return nil // only named namespaces have an /etc/netns directory
 	}
 	name := filepath.Base(container)
-	_, nets := containerEndpoints(snap.Files, container)
+	eps, all := containerEndpoints(snap.Files, container)
+	var nets []state.Network
+	for i, n := range all {
+		if eps[i].Attachment == nil { // the runtime writes resolv.conf for its own
+			nets = append(nets, n)
+		}
+	}
 	if len(nets) == 0 {
 		return m.k.Resolver.Remove(name)
 	}

@@ -232,7 +232,7 @@ func createPair(v Veth, ifname string) (*netlink.Veth, error) {
 	}
 	if err := netlink.LinkAdd(veth); err != nil {
 		if errors.Is(err, unix.EEXIST) {
-			return nil, fmt.Errorf("create veth %s/%s: an interface with that name exists (host or inside %s)", v.HostName, ifname, v.Netns)
+			return nil, fmt.Errorf("create veth %s/%s (host or inside %s): %w", v.HostName, ifname, v.Netns, ErrExists)
 		}
 		return nil, fmt.Errorf("create veth %s (peer %s in %s): %w", v.HostName, ifname, v.Netns, err)
 	}
@@ -344,6 +344,9 @@ func freeEth(h *netlink.Handle, want string) (ifname string, lo netlink.Link, er
 		}
 	}
 	if want != "" {
+		if used[want] {
+			return "", nil, fmt.Errorf("interface %s: %w", want, ErrExists)
+		}
 		return want, lo, nil
 	}
 	for i := 0; ; i++ {

@@ -44,6 +44,10 @@ func spawnReaper(dir string) func() {
 			return
 		}
 		c := exec.Command(self, "--state-dir", dir, "__reap")
+		// Its own session, no CNI_* variables, stdio on /dev/null (a nil
+		// Stdout): a runtime reading the plugin's output must not wait
+		// for the reaper.
+		c.Env = withoutCNIEnv(os.Environ())
 		c.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 		if err := c.Start(); err == nil {
 			c.Process.Release()

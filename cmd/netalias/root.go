@@ -57,6 +57,7 @@ on stderr with exit status 1 (2 for usage errors), and change nothing.`,
 		newVersionCmd(),
 		newCompletionCmd(),
 		newReapCmd(dir),
+		newCNICmd(dir),
 		newExecCmd(),
 	)
 	return root

@@ -315,7 +315,7 @@ func (k *Kernel) Attach(v link.Veth) (string, error) {
 		return "", fmt.Errorf("create veth %s/%s: an interface with that name exists", v.HostName, ifname)
 	}
 	if _, ok := ifs[ifname]; ok {
-		return "", fmt.Errorf("create veth %s/%s: an interface with that name exists inside %s", v.HostName, ifname, v.Netns)
+		return "", fmt.Errorf("create veth %s/%s inside %s: %w", v.HostName, ifname, v.Netns, link.ErrExists)
 	}
 	k.s.Links[v.HostName] = Link{Kind: "veth", MTU: v.MTU, Master: v.Bridge, Up: true, Peer: Peer{v.Netns, ifname}}
 	in := Iface{HostPeer: v.HostName, Up: true, MAC: v.MAC.String()}
