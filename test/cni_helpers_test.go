@@ -2,11 +2,8 @@ package test
 
 // The CNI harness (issue 10): Debian's reference plugins, cnitool, the
 // netalias binary on a CNI_PATH, conflists, and Podman on its CNI backend
-// in a private root. The tests at the end of this file are the first of
-// the real ones: they run only once the netalias binary answers as a CNI
-// plugin (requireCNIPluginMode), i.e. once the agent implements
-// cni.Backend and the CLI runs cni.Main when CNI_COMMAND is set. Until
-// then they skip, saying so; they have not yet run against a real backend.
+// in a private root. The netalias binary is the plugin when CNI_COMMAND is
+// set (cmd/netalias/cni.go, over agent.CNIBackend).
 //
 // Address space: CNI tests that make networks of their own (reference
 // bridge, Podman) use 10.206.N.0/24 (N from cniNextSubnet); netalias
@@ -119,9 +116,8 @@ func cniPluginDir(t testing.TB) string {
 	return d
 }
 
-// requireCNIPluginMode skips t until the netalias binary answers
-// CNI_COMMAND=VERSION as a CNI plugin (the agent's backend wired into
-// the CLI, issue 10). Once it does, the tests below run for real.
+// requireCNIPluginMode fails t unless the netalias binary answers
+// CNI_COMMAND=VERSION as a CNI plugin speaking 1.1.0.
 func requireCNIPluginMode(t testing.TB, pluginDir string) {
 	t.Helper()
 	cmd := exec.Command(filepath.Join(pluginDir, "netalias"))
@@ -131,7 +127,7 @@ func requireCNIPluginMode(t testing.TB, pluginDir string) {
 		Supported []string `json:"supportedVersions"`
 	}
 	if json.Unmarshal(out, &v) != nil || !slices.Contains(v.Supported, "1.1.0") {
-		t.Skip("the netalias binary has no CNI plugin mode yet (CNI_COMMAND=VERSION does not answer): enabled once the agent implements cni.Backend and the CLI runs cni.Main (issue 10)")
+		t.Fatalf("the netalias binary does not answer CNI_COMMAND=VERSION with 1.1.0: %q", out)
 	}
 }
 
@@ -347,7 +343,7 @@ func TestCNIHarnessPodmanReference(t *testing.T) {
 	}
 }
 
-// TestCNIToolLifecycle (enabled with the backend): cnitool add, check,
+// TestCNIToolLifecycle: cnitool add, check,
 // del, del on a netalias network; the Result names the veth and the
 // address the state records, DEL leaves no veth and no record.
 func TestCNIToolLifecycle(t *testing.T) {
@@ -394,7 +390,7 @@ func TestCNIToolLifecycle(t *testing.T) {
 	agEventually(t, 5*time.Second, "host veth "+ep.HostVeth+" gone", func() bool { return !agHasLink(t, ep.HostVeth) })
 }
 
-// TestCNIPodmanNames (enabled with the backend): two busybox containers
+// TestCNIPodmanNames: two busybox containers
 // of Podman on its CNI backend, on a netalias conflist, resolve each
 // other by name.network and by alias through our CoreDNS at the gateway
 // (the Result's dns, written into their resolv.conf by Podman).
