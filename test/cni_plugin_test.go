@@ -285,3 +285,37 @@ func TestCNIPodmanAndConnect(t *testing.T) {
 		t.Errorf("%d endpoints after podman rm, want host1 only", n)
 	}
 }
+
+// TestCNIStatusStateDirReadOnly: STATUS answers 50 naming the state
+// directory when it cannot be written (a read-only bind mount in a
+// private mount namespace), and 0 once it can.
+func TestCNIStatusStateDirReadOnly(t *testing.T) {
+	e := newAgentEnv(t)
+	dir := cniPluginDir(t)
+	testenv.RequireCommand(t, "unshare")
+	net := "cni" + agRand()
+	e.network(net)
+	conf := fmt.Sprintf(`{"cniVersion":"1.1.0","name":%q,"type":"netalias","network":%q,"stateDir":%q}`, net, net, e.dir)
+	status := func(readOnly bool) (string, error) {
+		script := `exec "$0"`
+		if readOnly {
+			script = `mount --bind -o ro "$NA_DIR" "$NA_DIR" && exec "$0"`
+		}
+		c := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c", script, filepath.Join(dir, "netalias"))
+		c.Env = append(os.Environ(), "CNI_COMMAND=STATUS", "CNI_PATH="+dir, "NA_DIR="+e.dir)
+		c.Stdin = strings.NewReader(conf)
+		out, err := c.Output()
+		return string(out), err
+	}
+	if out, err := status(false); err != nil {
+		t.Fatalf("STATUS of a healthy network: %v %s", err, out)
+	}
+	out, err := status(true)
+	var res struct {
+		Code uint   `json:"code"`
+		Msg  string `json:"msg"`
+	}
+	if err == nil || json.Unmarshal([]byte(out), &res) != nil || res.Code != 50 || !strings.Contains(res.Msg, "not writable") || !strings.Contains(res.Msg, e.dir) {
+		t.Errorf("STATUS with a read-only state directory: %v, %s; want code 50 naming %s", err, out, e.dir)
+	}
+}
