@@ -100,8 +100,16 @@ func TestFakeAttachRefusals(t *testing.T) {
 		{"interface name taken in the namespace", attachSpec("cccc", "eth0", c2, "db"), ErrAttachmentExists},
 		{"endpoint name taken", attachSpec("cccc", "eth1", c2, "web"), ErrNameTaken},
 		{"static address taken", func() AttachSpec { s := attachSpec("cccc", "eth1", c2, "db"); s.IPv4 = first.Endpoint.IPv4; return s }(), ErrAddressTaken},
-		{"static address is the gateway", func() AttachSpec { s := attachSpec("cccc", "eth1", c2, "db"); s.IPv4 = netip.MustParseAddr("10.201.140.1"); return s }(), ErrAddressTaken},
-		{"static address outside the subnet", func() AttachSpec { s := attachSpec("cccc", "eth1", c2, "db"); s.IPv4 = netip.MustParseAddr("10.9.9.9"); return s }(), ErrBadRequest},
+		{"static address is the gateway", func() AttachSpec {
+			s := attachSpec("cccc", "eth1", c2, "db")
+			s.IPv4 = netip.MustParseAddr("10.201.140.1")
+			return s
+		}(), ErrAddressTaken},
+		{"static address outside the subnet", func() AttachSpec {
+			s := attachSpec("cccc", "eth1", c2, "db")
+			s.IPv4 = netip.MustParseAddr("10.9.9.9")
+			return s
+		}(), ErrBadRequest},
 		{"namespace gone", attachSpec("cccc", "eth0", "/run/netns/nope", "db"), ErrBadNetns},
 		{"unknown network", func() AttachSpec { s := attachSpec("cccc", "eth1", c2, "db"); s.Network = "nope"; return s }(), ErrNotFound},
 		{"bad name", attachSpec("cccc", "eth1", c2, "bad_name"), ErrBadRequest},

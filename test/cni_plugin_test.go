@@ -246,7 +246,6 @@ func TestCNIChainReferencePlugins(t *testing.T) {
 
 func cniDial(addr string) (net.Conn, error) { return net.DialTimeout("tcp", addr, time.Second) }
 
-
 // TestCNIPodmanAndConnect: a namespace attached with `netalias connect`
 // and a Podman container attached through the CNI plugin, on one network,
 // resolve each other through our CoreDNS at the gateway and ping each

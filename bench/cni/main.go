@@ -81,10 +81,10 @@ func sh(name string, args ...string) error {
 
 // side is one plugin setup under test.
 type side struct {
-	name string
-	lib  *libcni.CNIConfig
-	list *libcni.NetworkConfigList
-	ns   []string
+	name            string
+	lib             *libcni.CNIConfig
+	list            *libcni.NetworkConfigList
+	ns              []string
 	add, check, del []time.Duration
 }
 
