@@ -318,3 +318,44 @@ func TestCNIStatusStateDirReadOnly(t *testing.T) {
 		t.Errorf("STATUS with a read-only state directory: %v, %s; want code 50 naming %s", err, out, e.dir)
 	}
 }
+
+// TestCNIParallelAdds: eight ADDs at once through libcni (a runtime
+// starting a pod's worth of containers) all succeed with distinct
+// addresses; eight DELs at once leave nothing.
+func TestCNIParallelAdds(t *testing.T) {
+	e := newAgentEnv(t)
+	dir := cniPluginDir(t)
+	net := "cni" + agRand()
+	e.network(net)
+	list := cniList(t, net, e.dir, net, "1.1.0", nil, nil)
+	lib := cniLib(t, dir)
+	ctx := context.Background()
+	const k = 8
+	rts := make([]*libcni.RuntimeConf, k)
+	for i := range rts {
+		rts[i] = cniRT(fmt.Sprintf("par%d", i), "eth0", "/run/netns/"+agNetns(t), fmt.Sprintf("par%d", i))
+	}
+	run := func(op string, f func(*libcni.RuntimeConf) error) {
+		errs := make(chan error, k)
+		for _, rt := range rts {
+			go func() { errs <- f(rt) }()
+		}
+		for range k {
+			if err := <-errs; err != nil {
+				t.Errorf("parallel %s: %v", op, err)
+			}
+		}
+	}
+	run("ADD", func(rt *libcni.RuntimeConf) error { _, err := lib.AddNetworkList(ctx, list, rt); return err })
+	seen := map[string]bool{}
+	for _, ep := range e.file(net).Endpoints {
+		seen[ep.IPv4.String()] = true
+	}
+	if len(seen) != k {
+		t.Errorf("%d distinct addresses for %d parallel ADDs", len(seen), k)
+	}
+	run("DEL", func(rt *libcni.RuntimeConf) error { return lib.DelNetworkList(ctx, list, rt) })
+	if n := len(e.file(net).Endpoints); n != 0 {
+		t.Errorf("%d endpoints left after parallel DELs", n)
+	}
+}
