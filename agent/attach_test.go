@@ -3,10 +3,12 @@ package agent
 import (
 	"context"
 	"errors"
+	"io/fs"
 	"net"
 	"net/netip"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/netalias/netalias/agent/internal/fakekernel"
@@ -319,4 +321,30 @@ func TestFakeAttachStatus(t *testing.T) {
 	if err := b.Status(context.Background(), "tiny"); !errors.Is(err, cni.ErrDegraded) || !strings.Contains(err.Error(), n.Bridge) {
 		t.Errorf("status with the bridge gone: %v, want cni.ErrDegraded naming %s", err, n.Bridge)
 	}
+}
+
+// A failed write of the state directory is ErrStateIO for the plugin
+// (code 5), and the attach changes nothing else.
+func TestFakeAttachStateIO(t *testing.T) {
+	m, fk := newAttachManager(t)
+	c1 := fk.AddNetns("c1")
+	before := fk.State()
+	m.files = noSpace{m.store, m.StateDir()}
+	_, err := CNIBackend{m}.Add(context.Background(), cni.AddRequest{Network: "n1", Key: cni.Key{ContainerID: "aaaa", IfName: "eth0"}, Netns: c1, Name: "web"})
+	if !errors.Is(err, cni.ErrStateIO) || !errors.Is(err, syscall.ENOSPC) {
+		t.Errorf("add with a full disk: %v, want cni.ErrStateIO", err)
+	}
+	if d := (world{kernel: before}).diff(world{kernel: fk.State()}); d != "" {
+		t.Errorf("a failed attach changed the kernel:\n%s", d)
+	}
+}
+
+// noSpace fails durable writes as a full disk does.
+type noSpace struct {
+	stateFiles
+	dir string
+}
+
+func (n noSpace) Write(f *state.File) error {
+	return &fs.PathError{Op: "write", Path: state.NetworkPath(n.dir, f.Network.Name), Err: syscall.ENOSPC}
 }

@@ -3,7 +3,9 @@ package agent
 import (
 	"context"
 	"errors"
+	"io/fs"
 	"net"
+	"strings"
 
 	"github.com/netalias/netalias/cni"
 )
@@ -37,7 +39,7 @@ func (b CNIBackend) Add(ctx context.Context, req cni.AddRequest) (*cni.Attachmen
 		Netns: req.Netns, Name: req.Name, Aliases: req.Aliases, IPv4: req.IPv4, IPv6: req.IPv6, MAC: req.MAC,
 	})
 	if err != nil {
-		return nil, cniError(err)
+		return nil, b.cniError(err)
 	}
 	return toCNIAttachment(a), nil
 }
@@ -46,7 +48,7 @@ func (b CNIBackend) Del(ctx context.Context, network string, key cni.Key, _ stri
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return cniError(b.M.Detach(network, key.ContainerID, key.IfName))
+	return b.cniError(b.M.Detach(network, key.ContainerID, key.IfName))
 }
 
 func (b CNIBackend) Check(ctx context.Context, network string, key cni.Key, _ string) (*cni.Attachment, error) {
@@ -55,7 +57,7 @@ func (b CNIBackend) Check(ctx context.Context, network string, key cni.Key, _ st
 	}
 	a, err := b.M.CheckAttachment(network, key.ContainerID, key.IfName)
 	if err != nil {
-		return nil, cniError(err)
+		return nil, b.cniError(err)
 	}
 	return toCNIAttachment(a), nil
 }
@@ -68,14 +70,14 @@ func (b CNIBackend) GC(ctx context.Context, network, cniNetwork string, keep []c
 	for _, k := range keep {
 		valid[k] = true
 	}
-	return cniError(b.M.GCAttachments(network, cniNetwork, func(id, ifname string) bool { return valid[cni.Key{ContainerID: id, IfName: ifname}] }))
+	return b.cniError(b.M.GCAttachments(network, cniNetwork, func(id, ifname string) bool { return valid[cni.Key{ContainerID: id, IfName: ifname}] }))
 }
 
 func (b CNIBackend) Status(ctx context.Context, network string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return cniError(b.M.AttachStatus(network))
+	return b.cniError(b.M.AttachStatus(network))
 }
 
 func toCNIAttachment(a *Attached) *cni.Attachment {
@@ -122,6 +124,17 @@ func cniError(err error) error {
 		if errors.Is(err, k.agent) {
 			return kindError{err, k.cni}
 		}
+	}
+	return err
+}
+
+// cniError is cniError, plus ErrStateIO for a failed read or write of a
+// file under the state directory (code 5, not the catch-all 999).
+func (b CNIBackend) cniError(err error) error {
+	err = cniError(err)
+	var pe *fs.PathError
+	if err != nil && !errors.As(err, new(kindError)) && errors.As(err, &pe) && strings.HasPrefix(pe.Path, b.M.StateDir()) {
+		return kindError{err, cni.ErrStateIO}
 	}
 	return err
 }
