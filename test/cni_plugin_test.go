@@ -24,8 +24,10 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 
+	"github.com/netalias/netalias/agent/firewall"
 	"github.com/netalias/netalias/cni"
 	"github.com/netalias/netalias/internal/testenv"
+	"github.com/netalias/netalias/state"
 )
 
 // cniLib is a runtime (libcni with a private cache) over the plugin
@@ -150,6 +152,19 @@ func TestCNILibcniLifecycle(t *testing.T) {
 	if eps := e.file(net).Endpoints; len(eps) != 1 || eps[0].Name != "web-b" {
 		t.Errorf("endpoints after GC: %+v", eps)
 	}
+	// The firewall rules gone (a firewall reload): CHECK names them.
+	table := firewall.TableName(e.dir, state.DefaultDir)
+	if out, err := exec.Command("nft", "delete", "table", "inet", table).CombinedOutput(); err != nil {
+		t.Fatalf("nft delete table %s: %v %s", table, err, out)
+	}
+	err = lib.CheckNetworkList(ctx, list, cniRT("c1", "eth1", ns, "web-b"))
+	if cniCode(err) != cni.CodeDamaged || !strings.Contains(err.Error(), "firewall rules") {
+		t.Errorf("CHECK without the firewall rules: %v, want code %d naming them", err, cni.CodeDamaged)
+	}
+	e.network("rs"+agRand()) // a network change re-syncs the rules
+	if err := lib.CheckNetworkList(ctx, list, cniRT("c1", "eth1", ns, "web-b")); err != nil {
+		t.Errorf("CHECK once the rules are back: %v", err)
+	}
 	for i := range 2 {
 		if err := lib.DelNetworkList(ctx, list, cniRT("c1", "eth1", ns, "")); err != nil {
 			t.Fatalf("DEL #%d: %v", i+1, err)
@@ -157,6 +172,17 @@ func TestCNILibcniLifecycle(t *testing.T) {
 	}
 	if err := lib.DelNetworkList(ctx, list, cniRT("never", "eth0", "", "")); err != nil {
 		t.Errorf("DEL of an ID never added, no netns: %v", err)
+	}
+	// DEL after the namespace was deleted.
+	ns2 := agNetns(t)
+	if _, err := lib.AddNetworkList(ctx, list, cniRT("c3", "eth0", "/run/netns/"+ns2, "gone")); err != nil {
+		t.Fatalf("ADD: %v", err)
+	}
+	if out, err := exec.Command("ip", "netns", "del", ns2).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns del: %v %s", err, out)
+	}
+	if err := lib.DelNetworkList(ctx, list, cniRT("c3", "eth0", "/run/netns/"+ns2, "")); err != nil {
+		t.Errorf("DEL after the namespace was deleted: %v", err)
 	}
 	if eps := e.file(net).Endpoints; len(eps) != 0 {
 		t.Errorf("endpoints after DEL: %+v", eps)
