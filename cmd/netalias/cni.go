@@ -1,8 +1,11 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 
@@ -10,6 +13,7 @@ import (
 
 	"github.com/netalias/netalias/agent"
 	"github.com/netalias/netalias/cni"
+	"github.com/netalias/netalias/state"
 )
 
 // CNI plugin mode: runtimes exec plugins with no arguments and the
@@ -62,21 +66,17 @@ The network must exist: the plugin never creates one.`,
   netalias cni conflist --plugin portmap testnet > /etc/cni/net.d/testnet.conflist`,
 		Args: wantArgs(1, 1, "NETWORK"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			m, err := agent.New(agent.Options{StateDir: dir()})
+			// Read only: a conflist for a missing network would fail every ADD.
+			sd, err := filepath.Abs(dir())
 			if err != nil {
 				return err
 			}
-			snap, err := m.Snapshot()
-			if err != nil {
+			if _, err := state.Read(state.NetworkPath(sd, args[0])); errors.Is(err, fs.ErrNotExist) {
+				return fmt.Errorf("network %q does not exist in %s (create it with \"netalias network create %s\")", args[0], sd, args[0])
+			} else if err != nil {
 				return err
 			}
-			if _, ok := snap.Files[args[0]]; !ok {
-				if err := snap.CorruptFor(args[0]); err != nil {
-					return err
-				}
-				return fmt.Errorf("network %q does not exist in %s (create it with \"netalias network create %s\")", args[0], m.StateDir(), args[0])
-			}
-			o.Network, o.StateDir = args[0], m.StateDir()
+			o.Network, o.StateDir = args[0], sd
 			b, err := cni.Conflist(o)
 			if err != nil {
 				return err

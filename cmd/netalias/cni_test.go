@@ -49,6 +49,7 @@ func TestCNIConflist(t *testing.T) {
 		want string
 	}{
 		{[]string{"cni", "conflist", "nope"}, `network "nope" does not exist`},
+		{[]string{"--state-dir", filepath.Join(dir, "absent"), "cni", "conflist", "testnet"}, `network "testnet" does not exist`},
 		{[]string{"cni", "conflist", "--plugin", "bridge", "testnet"}, `plugin "bridge" cannot be chained`},
 		{[]string{"cni", "conflist", "--cni-version", "9.9.9", "testnet"}, `CNI version "9.9.9"`},
 		{[]string{"cni", "conflist", "--name", "bad name", "testnet"}, `CNI network name "bad name"`},
@@ -60,6 +61,9 @@ func TestCNIConflist(t *testing.T) {
 		}
 		if !mapsEqual(before, digest(t, dir)) {
 			t.Errorf("%v changed the state directory", tc.args)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "absent")); err == nil {
+			t.Errorf("%v created a state directory", tc.args)
 		}
 	}
 }
