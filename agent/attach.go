@@ -137,7 +137,7 @@ func (m *Manager) Attach(spec AttachSpec) (*Attached, error) {
 		err = t.step("attach", func() error {
 			_, err := m.k.Veths.Attach(v)
 			if errors.Is(err, link.ErrExists) {
-				return fmt.Errorf("%w: %w", ErrAttachmentExists, err)
+				return kindError{fmt.Errorf("interface %s already exists in %s", spec.IfName, spec.Netns), ErrAttachmentExists}
 			}
 			return err
 		}, func() error { return m.k.Links.DeleteLink(v.HostName) })

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"net"
 	"net/netip"
@@ -347,4 +348,19 @@ type noSpace struct {
 
 func (n noSpace) Write(f *state.File) error {
 	return &fs.PathError{Op: "write", Path: state.NetworkPath(n.dir, f.Network.Name), Err: syscall.ENOSPC}
+}
+
+// Every agent error of attach.go reaches the plugin as its sentinel, with
+// the agent's message unchanged.
+func TestCNIErrorKinds(t *testing.T) {
+	for _, k := range kinds {
+		err := fmt.Errorf("network %q: %w", "n1", k.agent)
+		got := cniError(err)
+		if !errors.Is(got, k.cni) || got.Error() != err.Error() {
+			t.Errorf("%v became %q (is %v: %v)", k.agent, got, k.cni, errors.Is(got, k.cni))
+		}
+	}
+	if cniError(nil) != nil {
+		t.Error("nil became an error")
+	}
 }
