@@ -161,7 +161,7 @@ func TestCNILibcniLifecycle(t *testing.T) {
 	if cniCode(err) != cni.CodeDamaged || !strings.Contains(err.Error(), "firewall rules") {
 		t.Errorf("CHECK without the firewall rules: %v, want code %d naming them", err, cni.CodeDamaged)
 	}
-	e.network("rs"+agRand()) // a network change re-syncs the rules
+	e.network("rs" + agRand()) // a network change re-syncs the rules
 	if err := lib.CheckNetworkList(ctx, list, cniRT("c1", "eth1", ns, "web-b")); err != nil {
 		t.Errorf("CHECK once the rules are back: %v", err)
 	}
