@@ -71,7 +71,8 @@ type Kernel struct {
 	Firewall   Firewall
 	Resolver   Resolver
 	Namespaces Namespaces
-	Pairs      Pairs // kernel_pairs.go
+	Pairs      Pairs   // kernel_pairs.go
+	Audit      Auditor // kernel_audit.go
 }
 
 func (k Kernel) withDefaults() Kernel {
@@ -95,6 +96,14 @@ func (k Kernel) withDefaults() Kernel {
 	}
 	if k.Pairs == nil {
 		k.Pairs = realPairs{}
+	}
+	if k.Audit == nil {
+		// A fake kernel that implements the seam implements this too.
+		if in, ok := k.Links.(Auditor); ok {
+			k.Audit = in
+		} else {
+			k.Audit = realAuditor{}
+		}
 	}
 	return k
 }

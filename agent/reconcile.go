@@ -4,12 +4,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/netalias/netalias/agent/events"
+	"github.com/netalias/netalias/agent/link"
 	"github.com/netalias/netalias/agent/netns"
 	"github.com/netalias/netalias/agent/store"
 	"github.com/netalias/netalias/state"
@@ -34,28 +36,45 @@ func (m *Manager) Reconcile() error {
 
 // reconciliation collects what one reconcile found across networks.
 type reconciliation struct {
-	evs             []events.Event
-	touched         map[string]bool // containers whose resolver needs a rewrite
-	orphans         map[string]bool // run-owned namespaces to delete
-	bridgesRestored bool
-	hasPending      bool
+	evs           []events.Event
+	touched       map[string]bool // containers whose resolver needs a rewrite
+	orphans       map[string]bool // run-owned namespaces to delete
+	firewallDirty bool            // a network came or went: resync the rules
+	hasPending    bool
 }
 
-// reconcile, under the lock, drops endpoints whose host veth vanished
-// (namespace destroyed), reclaims endpoints and namespaces of `netalias
-// run` processes that died, finishes stale pending deletions and restores
-// missing bridges (after a reboot). It writes the files it changed.
+// reconcile, under the lock, restores the invariant (README, "Invariant")
+// from whatever a killed command left: it removes the atomic writes' stray
+// temp files, finishes interrupted `network create`/`network rm`, restores
+// missing bridges (after a reboot), drops endpoints whose host veth
+// vanished (namespace destroyed), reclaims endpoints and namespaces of
+// `netalias run` processes that died, deletes at once the veths of dead
+// connects and of interrupted disconnects (an unplug not finished: the
+// peer may still hold its address), finishes stale pending deletions,
+// deletes veths of ours with no record, and rewrites resolver files that
+// are missing or wrong. It writes the files it changed.
 func (m *Manager) reconcile(snap *store.Snapshot) error {
-	links, err := m.k.Links.LinkNames()
+	host, err := m.k.Audit.HostLinks()
 	if err != nil {
 		return err
+	}
+	if len(snap.Temp) > 0 {
+		if err := m.store.SweepTemp(snap); err != nil {
+			m.log.Warn("state directory", "err", err)
+		}
 	}
 	r := &reconciliation{touched: map[string]bool{}, orphans: map[string]bool{}}
 	for _, name := range snap.Names() {
 		f := snap.Files[name]
-		m.restoreBridge(f, links, r)
-		changed := m.pruneEndpoints(f, links, r)
-		if m.prunePending(f, links, r) {
+		if f.Op == state.OpRemoving {
+			m.finishRemove(snap, f, r)
+			continue
+		}
+		changed := m.restoreBridge(f, host, r)
+		if m.prunePending(f, host, r) {
+			changed = true
+		}
+		if m.pruneEndpoints(f, host, r) {
 			changed = true
 		}
 		if changed {
@@ -64,10 +83,13 @@ func (m *Manager) reconcile(snap *store.Snapshot) error {
 			}
 		}
 	}
-	if r.bridgesRestored {
+	if r.firewallDirty {
 		if err := m.syncFirewall(snap); err != nil {
 			m.log.Warn("firewall not restored", "err", err)
 		}
+	}
+	if len(snap.Corrupt) == 0 { // a corrupt file's records are unknown
+		m.deleteStrays(snap, host)
 	}
 	m.reclaimOrphans(snap, r)
 	for _, ev := range r.evs {
@@ -79,34 +101,88 @@ func (m *Manager) reconcile(snap *store.Snapshot) error {
 	return nil
 }
 
-// restoreBridge recreates a network's missing bridge (after a reboot).
-// Veths on a vanished bridge vanished with their namespaces or are
-// unplugged: pruneEndpoints handles them like any other.
-func (m *Manager) restoreBridge(f *state.File, links map[string]bool, r *reconciliation) {
-	if links[f.Network.Bridge] {
+// liveGroup is the link group live host veths of this state directory are
+// created in (m.group, the reap group, with "nb" for "na" in the high
+// half): a veth in either group with no record is ours and stray.
+func (m *Manager) liveGroup() uint32 { return 0x6e620000 | m.group&0xffff }
+
+// restoreBridge recreates a network's missing bridge (after a reboot) and
+// finishes a `network create` that died (bridge, rules, forwarding, then
+// the file without its mark). Veths on a vanished bridge vanished with
+// their namespaces or are unplugged: pruneEndpoints handles them like any
+// other. It reports whether f changed.
+func (m *Manager) restoreBridge(f *state.File, host map[string]link.Info, r *reconciliation) bool {
+	if _, ok := host[f.Network.Bridge]; !ok {
+		if err := m.k.Links.CreateBridge(bridgeOf(f.Network)); err != nil {
+			m.log.Warn("bridge not restored", "network", f.Network.Name, "bridge", f.Network.Bridge, "err", err)
+			return false
+		}
+		r.firewallDirty = true
+	}
+	if f.Op != state.OpCreating {
+		return false
+	}
+	r.firewallDirty = true
+	if !f.Network.Internal {
+		if err := m.k.Sysctl.EnableForwarding(f.Network.Subnet6.IsValid()); err != nil {
+			m.log.Warn("IP forwarding not enabled", "network", f.Network.Name, "err", err)
+			return false
+		}
+	}
+	f.Op = ""
+	return true
+}
+
+// finishRemove completes a `network rm` that died after marking the file:
+// its bridge, its pending veths, its file, then (with the others) the
+// rules. Its endpoints were disconnected before the mark.
+func (m *Manager) finishRemove(snap *store.Snapshot, f *state.File, r *reconciliation) {
+	name := f.Network.Name
+	del := append([]string{f.Network.Bridge}, pendingVeths(f)...)
+	for _, ep := range f.Endpoints {
+		del = append(del, ep.HostVeth)
+		r.touched[ep.Container] = true
+	}
+	for _, l := range del {
+		if err := m.k.Links.DeleteLink(l); err != nil {
+			m.log.Warn("interrupted network rm: link not deleted", "network", name, "link", l, "err", err)
+			return
+		}
+	}
+	if err := m.files.Remove(name); err != nil {
+		m.log.Warn("interrupted network rm: state not removed", "network", name, "err", err)
 		return
 	}
-	if err := m.k.Links.CreateBridge(bridgeOf(f.Network)); err != nil {
-		m.log.Warn("bridge not restored", "network", f.Network.Name, "bridge", f.Network.Bridge, "err", err)
-		return
+	delete(snap.Files, name)
+	r.firewallDirty = true
+	r.evs = append(r.evs, events.Event{Time: now(), Type: "network", Action: "remove", Network: name, Subnet: f.Network.Subnet.String()})
+}
+
+func pendingVeths(f *state.File) []string {
+	var out []string
+	for _, p := range f.PendingDelete {
+		out = append(out, p.Name)
 	}
-	r.bridgesRestored = true
+	return out
 }
 
 // pruneEndpoints drops endpoints whose veth vanished and unplugs those
 // whose `netalias run` owner died. It reports whether f changed.
-func (m *Manager) pruneEndpoints(f *state.File, links map[string]bool, r *reconciliation) bool {
+func (m *Manager) pruneEndpoints(f *state.File, host map[string]link.Info, r *reconciliation) bool {
 	changed := false
 	kept := f.Endpoints[:0:0]
 	for _, ep := range f.Endpoints {
+		_, present := host[ep.HostVeth]
 		switch {
 		case isDocker(ep):
-			// Docker owns its records' lifetime (docker.go): never dropped.
-			if demoteVanished(&ep, links) {
+			// Docker owns its records' lifetime (docker.go): never
+			// dropped; one whose veth vanished becomes a reservation.
+			if ep.HostVeth != "" && !present {
+				ep = reservationOf(ep)
 				changed = true
 			}
 			kept = append(kept, ep)
-		case !links[ep.HostVeth]:
+		case !present:
 			r.evs = append(r.evs, epEvent("disconnect", f.Network, ep, "veth vanished"))
 			r.touched[ep.Container] = true
 			changed = true
@@ -115,9 +191,10 @@ func (m *Manager) pruneEndpoints(f *state.File, links map[string]bool, r *reconc
 			if err := m.k.Veths.Unplug(ep.HostVeth, ep.Netns, ep.IfName, parkName(ep.ID), m.group); err != nil {
 				m.log.Warn("unplug of a dead owner's endpoint failed; the reaper deletes its veth", "endpoint", ep.Name, "network", f.Network.Name, "err", err)
 			}
-			f.PendingDelete = append(f.PendingDelete, state.PendingVeth{Name: ep.HostVeth, Since: now()})
+			f.PendingDelete = append(f.PendingDelete, state.PendingVeth{Name: ep.HostVeth, Since: now(), Container: ep.Container})
 			r.touched[ep.Container] = true
 			r.orphans[ep.Container] = true
+			r.hasPending = true
 			changed = true
 		default:
 			kept = append(kept, ep)
@@ -127,21 +204,30 @@ func (m *Manager) pruneEndpoints(f *state.File, links map[string]bool, r *reconc
 	return changed
 }
 
-// prunePending drops pending entries whose veth is gone and deletes the
-// veths of dead connects (intent records: we hold the lock, so no connect
-// is running) and of entries whose reaper had its chance. It reports
-// whether f changed.
-func (m *Manager) prunePending(f *state.File, links map[string]bool, r *reconciliation) bool {
+// prunePending drops pending entries whose veth is gone and deletes at
+// once the veths of dead connects (intent records: we hold the lock, so no
+// connect is running), of interrupted disconnects (not in the reap group:
+// the unplug did not finish, the peer may still hold its address inside
+// the namespace, and a new connect must not find it there) and of entries
+// whose reaper had its chance. It reports whether f changed.
+func (m *Manager) prunePending(f *state.File, host map[string]link.Info, r *reconciliation) bool {
 	changed := false
 	var pending []state.PendingVeth
 	for _, p := range f.PendingDelete {
-		if !links[p.Name] {
+		l, ok := host[p.Name]
+		if !ok {
+			if p.Container != "" {
+				r.touched[p.Container] = true
+			}
 			changed = true
 			continue
 		}
-		if p.Creating || time.Since(p.Since) > staleAfter {
+		if p.Creating || l.Group != m.group || time.Since(p.Since) > staleAfter {
 			err := m.k.Links.DeleteLink(p.Name)
 			if err == nil {
+				if p.Container != "" {
+					r.touched[p.Container] = true
+				}
 				changed = true
 				continue
 			}
@@ -154,15 +240,94 @@ func (m *Manager) prunePending(f *state.File, links map[string]bool, r *reconcil
 	return changed
 }
 
+// deleteStrays deletes host veths in this state directory's link groups
+// that no network file records (endpoint or pending entry). Every connect
+// records its veth before creating it, so under the lock such a veth can
+// only be what a killed command left.
+func (m *Manager) deleteStrays(snap *store.Snapshot, host map[string]link.Info) {
+	var strays []string
+	for name, l := range host {
+		if l.Group == m.group || l.Group == m.liveGroup() {
+			strays = append(strays, name)
+		}
+	}
+	if len(strays) == 0 {
+		return
+	}
+	known := recordedVeths(snap)
+	for _, name := range strays {
+		if known[name] {
+			continue
+		}
+		if err := m.k.Links.DeleteLink(name); err != nil {
+			m.log.Warn("stray veth not deleted", "veth", name, "err", err)
+		}
+	}
+}
+
+// recordedVeths is the set of host veths the state records.
+func recordedVeths(snap *store.Snapshot) map[string]bool {
+	known := map[string]bool{}
+	for _, f := range snap.Files {
+		for _, ep := range f.Endpoints {
+			known[ep.HostVeth] = true
+		}
+		for _, p := range f.PendingDelete {
+			known[p.Name] = true
+		}
+	}
+	return known
+}
+
+// ensureResolver rewrites (or removes) a named container's resolver file
+// when it is not what its current networks say; a correct file is only
+// read. A file that netalias did not write is left alone.
+func (m *Manager) ensureResolver(snap *store.Snapshot, container string) error {
+	if filepath.Dir(container) != netns.RunDir {
+		return nil
+	}
+	cur, err := m.k.Audit.ReadResolver(filepath.Base(container))
+	if err != nil {
+		return err
+	}
+	if cur.Exists && !cur.Ours {
+		return nil
+	}
+	ns, search := wantResolver(snap, container)
+	if search == nil && !cur.Exists || cur.Exists && cur.Nameserver == ns && slices.Equal(cur.Search, search) {
+		return nil
+	}
+	return m.updateResolver(snap, container)
+}
+
+// wantResolver is the nameserver and search list a named container's
+// resolver file must hold (nil search: no file).
+func wantResolver(snap *store.Snapshot, container string) (string, []string) {
+	_, nets := containerEndpoints(snap.Files, container)
+	if len(nets) == 0 {
+		return "", nil
+	}
+	search := make([]string, 0, len(nets))
+	for _, n := range nets {
+		search = append(search, n.Name)
+	}
+	return nets[0].Gateway.String(), search
+}
+
 // reclaimOrphans refreshes the resolver files of touched containers and
 // deletes the namespaces (and resolver files) of dead `netalias run`
 // owners that no live endpoint uses any more.
 func (m *Manager) reclaimOrphans(snap *store.Snapshot, r *reconciliation) {
+	for _, f := range snap.Files {
+		for _, ep := range f.Endpoints {
+			r.touched[ep.Container] = true
+		}
+	}
 	for c := range r.touched {
 		if r.orphans[c] {
 			continue
 		}
-		if err := m.updateResolver(snap, c); err != nil {
+		if err := m.ensureResolver(snap, c); err != nil {
 			m.log.Warn("resolver file not updated", "container", c, "err", err)
 		}
 	}

@@ -59,7 +59,19 @@ type File struct {
 	// (no address, no endpoint) whose kernel deletion is still running in
 	// the background; the agent finishes any left behind. Readers ignore it.
 	PendingDelete []PendingVeth `json:"pending_delete,omitempty"`
+	// Op marks a network operation in progress: OpCreating from the
+	// first write of `network create` until its last step, OpRemoving
+	// from the start of `network rm` until the file goes. Found by a
+	// later command holding the lock, it means that command died midway:
+	// the next reconcile finishes it. Readers ignore it.
+	Op string `json:"op,omitempty"`
 }
+
+// File.Op values.
+const (
+	OpCreating = "creating"
+	OpRemoving = "removing"
+)
 
 // PendingVeth is a host-side veth awaiting deletion.
 type PendingVeth struct {
@@ -70,6 +82,10 @@ type PendingVeth struct {
 	// Found by a later command holding the lock, it means the connect died
 	// midway: the veth is deleted at once.
 	Creating bool `json:"creating,omitempty"`
+	// Container is the namespace the veth's peer is (or was) in, so a
+	// reconcile that finishes an interrupted disconnect can refresh its
+	// resolver file. Empty in older files.
+	Container string `json:"container,omitempty"`
 }
 
 // Owner is the process that owns an endpoint's namespace (netalias run):
@@ -156,6 +172,13 @@ func NetworksPath(dir string) string { return filepath.Join(dir, NetworksDir) }
 // NetworkPath returns the file of network name in dir.
 func NetworkPath(dir, name string) string {
 	return filepath.Join(NetworksPath(dir), name+FileSuffix)
+}
+
+// IsTemp reports whether base is the name of an atomic write's temp file
+// (".NAME.json.tmp-*"): one that a killed writer left behind unless a
+// writer holding the state lock is using it.
+func IsTemp(base string) bool {
+	return strings.HasPrefix(base, ".") && strings.Contains(base, FileSuffix+".tmp-")
 }
 
 // NetworkNameFromPath returns the network name of a network file path, or

@@ -169,6 +169,7 @@ type Veth struct {
 	Netns    string // path of the container's namespace
 	IfName   string // "" picks the first free ethN inside
 	MTU      int
+	Group    uint32 // link group of the host side (0: the default group)
 	MAC      net.HardwareAddr
 	Addr     netip.Prefix // address with the subnet's prefix length
 	Addr6    netip.Prefix
@@ -223,6 +224,7 @@ func createPair(v Veth, ifname string) (*netlink.Veth, error) {
 	la.MTU = v.MTU
 	la.MasterIndex = br.Attrs().Index
 	la.Flags = net.FlagUp
+	la.Group = v.Group // set at creation: no extra request
 	veth := &netlink.Veth{
 		LinkAttrs:        la,
 		PeerName:         ifname,
@@ -374,11 +376,23 @@ func Unplug(hostName, nsPath, ifname, parkName string, group uint32) error {
 	if err := netlink.LinkSetNoMaster(hl); err != nil && !NotFound(err) {
 		return fmt.Errorf("unplug %s from its bridge: %w", hostName, err)
 	}
+	if err := unplugPeer(hl, nsPath, ifname, parkName); err != nil {
+		return err
+	}
+	// Last: membership of the reap group says the unplug is complete. A
+	// pending veth outside it is an interrupted disconnect (its peer may
+	// still hold the address) that a reconcile deletes at once.
 	if group != 0 {
 		if err := netlink.LinkSetGroup(hl, int(group)); err != nil && !NotFound(err) {
 			return fmt.Errorf("move %s to link group %d: %w", hostName, group, err)
 		}
 	}
+	return nil
+}
+
+// unplugPeer takes the peer of host veth hl down inside nsPath, removes
+// its addresses and renames it parkName.
+func unplugPeer(hl netlink.Link, nsPath, ifname, parkName string) error {
 	h, err := netns.Handle(nsPath)
 	if err != nil {
 		if errors.Is(err, unix.ENOENT) {

@@ -65,6 +65,10 @@ func (l *Lock) Unlock() {
 type Snapshot struct {
 	Files   map[string]*state.File // by network name
 	Corrupt []*state.CorruptError  // files left untouched
+	// Temp lists the atomic writes' temp files found (paths). Every
+	// writer holds the state lock, so under the lock they are all stale:
+	// a killed writer's.
+	Temp []string
 }
 
 // Names returns the network names in creation order (then by name).
@@ -102,6 +106,10 @@ func (s *Store) Load() (*Snapshot, error) {
 	}
 	snap := &Snapshot{Files: map[string]*state.File{}}
 	for _, e := range ents {
+		if state.IsTemp(e.Name()) {
+			snap.Temp = append(snap.Temp, filepath.Join(state.NetworksPath(s.Dir), e.Name()))
+			continue
+		}
 		name := state.NetworkNameFromPath(e.Name())
 		if name == "" || e.IsDir() {
 			continue
@@ -144,6 +152,19 @@ func (s *Store) WriteIntent(f *state.File) error {
 		return fmt.Errorf("write state of network %q: %w", f.Network.Name, err)
 	}
 	return nil
+}
+
+// SweepTemp removes the temp files a snapshot found. Call it holding the
+// lock (no live writer then). A file already gone is not an error.
+func (s *Store) SweepTemp(snap *Snapshot) error {
+	var errs []error
+	for _, p := range snap.Temp {
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("stray temp file: %w", err))
+		}
+	}
+	snap.Temp = nil
+	return errors.Join(errs...)
 }
 
 // Remove deletes network name's file and syncs the directory.

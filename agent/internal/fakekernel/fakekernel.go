@@ -317,7 +317,7 @@ func (k *Kernel) Attach(v link.Veth) (string, error) {
 	if _, ok := ifs[ifname]; ok {
 		return "", fmt.Errorf("create veth %s/%s inside %s: %w", v.HostName, ifname, v.Netns, link.ErrExists)
 	}
-	k.s.Links[v.HostName] = Link{Kind: "veth", MTU: v.MTU, Master: v.Bridge, Up: true, Peer: Peer{v.Netns, ifname}}
+	k.s.Links[v.HostName] = Link{Kind: "veth", MTU: v.MTU, Master: v.Bridge, Group: v.Group, Up: true, Peer: Peer{v.Netns, ifname}}
 	in := Iface{HostPeer: v.HostName, Up: true, MAC: v.MAC.String()}
 	for _, a := range []netip.Prefix{v.Addr, v.Addr6} {
 		if a.IsValid() {
