@@ -64,6 +64,7 @@ func (m *Manager) Connect(spec ConnectSpec) (*state.Endpoint, error) {
 	}
 	id := newID()
 	v := planVeth(n, id, ref.Path, ip4, ip6, wantDefaultRoute(snap.Files, n, ref.Path))
+	v.Group = m.liveGroup() // so that a veth no record names is known as ours
 	ep := state.Endpoint{
 		ID: id, Name: name, Aliases: spec.Aliases, Links: spec.Links,
 		IPv4: ip4, IPv6: ip6, MAC: v.MAC.String(), HostVeth: v.HostName,
@@ -72,9 +73,9 @@ func (m *Manager) Connect(spec ConnectSpec) (*state.Endpoint, error) {
 
 	old := *f // what the rollback restores (slices are never appended in place)
 	restore := func() { f.Endpoints, f.PendingDelete, f.Leases = old.Endpoints, old.PendingDelete, old.Leases }
-	t := newTxn(m.log, fmt.Sprintf("connect %s to network %q", ref.Path, n.Name))
+	t := newTxn(m.log, "connect", fmt.Sprintf("connect %s to network %q", ref.Path, n.Name))
 	err = t.step("intent", func() error {
-		f.PendingDelete = append(slices.Clip(f.PendingDelete), state.PendingVeth{Name: v.HostName, Since: now(), Creating: true})
+		f.PendingDelete = append(slices.Clip(f.PendingDelete), state.PendingVeth{Name: v.HostName, Since: now(), Creating: true, Container: ref.Path})
 		// No fsync: a killed process loses nothing, and a machine crash
 		// takes the veth with it.
 		return m.files.WriteIntent(f)
@@ -166,26 +167,36 @@ func (m *Manager) detach(snap *store.Snapshot, f *state.File, idx int) error {
 	ep := f.Endpoints[idx]
 	oldEps, oldPending := f.Endpoints, f.PendingDelete
 	f.Endpoints = slices.Delete(slices.Clone(f.Endpoints), idx, idx+1)
-	f.PendingDelete = append(slices.Clip(f.PendingDelete), state.PendingVeth{Name: ep.HostVeth, Since: now()})
-	if err := m.files.Write(f); err != nil {
+	f.PendingDelete = append(slices.Clip(f.PendingDelete), state.PendingVeth{Name: ep.HostVeth, Since: now(), Container: ep.Container})
+	if err := point("disconnect", "state", func() error { return m.files.Write(f) }); err != nil {
 		f.Endpoints, f.PendingDelete = oldEps, oldPending
 		return err
 	}
-	if err := m.k.Veths.Unplug(ep.HostVeth, ep.Netns, ep.IfName, parkName(ep.ID), m.group); err != nil {
-		// Still reachable, maybe: delete the pair now rather than wait.
-		m.log.Warn("unplug failed; deleting the veth at once", "endpoint", ep.Name, "network", f.Network.Name, "veth", ep.HostVeth, "err", err)
-		if derr := m.k.Links.DeleteLink(ep.HostVeth); derr != nil {
-			m.log.Error("veth left for the reaper", "veth", ep.HostVeth, "err", derr)
+	point("disconnect", "unplug", func() error {
+		if err := m.k.Veths.Unplug(ep.HostVeth, ep.Netns, ep.IfName, parkName(ep.ID), m.group); err != nil {
+			// Still reachable, maybe: delete the pair now rather than wait.
+			m.log.Warn("unplug failed; deleting the veth at once", "endpoint", ep.Name, "network", f.Network.Name, "veth", ep.HostVeth, "err", err)
+			if derr := m.k.Links.DeleteLink(ep.HostVeth); derr != nil {
+				m.log.Error("veth left for the reaper", "veth", ep.HostVeth, "err", derr)
+			}
 		}
-	}
-	if ep.Attachment == nil { // runtime attachments have no resolver file
+		return nil
+	})
+	point("disconnect", "resolver", func() error {
+		if ep.Attachment != nil {
+			return nil // runtime attachments have no resolver file
+		}
 		if err := m.updateResolver(snap, ep.Container); err != nil {
 			m.log.Warn("resolver file not updated", "container", ep.Container, "err", err)
 		}
-	}
-	if err := m.fixDefaultRoute(snap, ep.Container); err != nil {
-		m.log.Warn("default route not restored", "container", ep.Container, "err", err)
-	}
+		return nil
+	})
+	point("disconnect", "routes", func() error {
+		if err := m.fixDefaultRoute(snap, ep.Container); err != nil {
+			m.log.Warn("default route not restored", "container", ep.Container, "err", err)
+		}
+		return nil
+	})
 	return nil
 }
 

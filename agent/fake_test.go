@@ -184,11 +184,29 @@ func TestFakeConnectRollsBackAtEveryStep(t *testing.T) {
 func TestFakeCreateNetworkRollsBackAtEveryStep(t *testing.T) {
 	m, fk, _ := newFakeManager(t)
 	mustCreate(t, m, NetworkSpec{Name: "n1", Subnet: "10.201.140.0/24"})
+	var cerr error
 	calls := failEveryStep(t, m, fk, func() error {
-		_, err := m.CreateNetwork(NetworkSpec{Name: "n2", IPv6: true})
-		return err
-	}, nil)
-	want := []string{"Write n2", "CreateBridge na-", "Sync netalias-", "EnableForwarding v6=true"}
+		_, cerr = m.CreateNetwork(NetworkSpec{Name: "n2", IPv6: true})
+		return cerr
+	}, func(t *testing.T, n int, call string, before world) {
+		if n == 5 { // the commit (mark cleared): logged, the network stands
+			snap, _ := m.Snapshot()
+			if cerr != nil || snap.Files["n2"] == nil || snap.Files["n2"].Op != state.OpCreating {
+				t.Fatalf("failed commit: err %v, file %+v", cerr, snap.Files["n2"])
+			}
+			if err := m.RemoveNetwork("n2", false); err != nil {
+				t.Fatal(err)
+			}
+			return
+		}
+		if !errors.Is(cerr, fakekernel.ErrInjected) {
+			t.Fatalf("err = %v, want the injected failure", cerr)
+		}
+		if d := before.diff(capture(t, m, fk)); d != "" {
+			t.Errorf("not rolled back:\n%s", d)
+		}
+	})
+	want := []string{"Write n2", "CreateBridge na-", "Sync netalias-", "EnableForwarding v6=true", "Write n2"}
 	if len(calls) != len(want) {
 		t.Fatalf("steps %q, want %q", calls, want)
 	}
@@ -208,8 +226,8 @@ func TestFakeRemoveNetworkRollsBackAtEveryStep(t *testing.T) {
 	mustCreate(t, m, NetworkSpec{Name: "n1", Subnet: "10.201.140.0/24"})
 	n2 := mustCreate(t, m, NetworkSpec{Name: "n2", Subnet: "10.201.141.0/24", Subnet6: "fd00:201:141::/64"})
 	calls := failEveryStep(t, m, fk, func() error { return m.RemoveNetwork("n2", false) }, nil)
-	if len(calls) != 3 {
-		t.Errorf("steps %q, want firewall, bridge, state", calls)
+	if len(calls) != 4 {
+		t.Errorf("steps %q, want mark, firewall, bridge, state", calls)
 	}
 	st := fk.State()
 	if _, ok := st.Links[n2.Bridge]; ok || len(st.Tables[m.FirewallTable()]) != 1 {

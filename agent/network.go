@@ -58,9 +58,11 @@ func (m *Manager) CreateNetwork(spec NetworkSpec) (*state.Network, error) {
 		return nil, err
 	}
 	n := newNetwork(newID(), spec.Name, p, spec.Internal)
-	f := &state.File{Version: state.Version, Network: n, Endpoints: []state.Endpoint{}}
+	// Marked until the last step: a reconcile that finds the mark finishes
+	// the create of a process that died.
+	f := &state.File{Version: state.Version, Network: n, Endpoints: []state.Endpoint{}, Op: state.OpCreating}
 
-	t := newTxn(m.log, fmt.Sprintf("create network %q", n.Name))
+	t := newTxn(m.log, "network-create", fmt.Sprintf("create network %q", n.Name))
 	err = t.step("state", func() error { return m.files.Write(f) },
 		func() error { return m.files.Remove(n.Name) })
 	if err == nil {
@@ -83,6 +85,17 @@ func (m *Manager) CreateNetwork(spec NetworkSpec) (*state.Network, error) {
 		err = t.step("forwarding", func() error {
 			if err := m.k.Sysctl.EnableForwarding(n.Subnet6.IsValid()); err != nil {
 				return fmt.Errorf("enable IP forwarding: %w", err)
+			}
+			return nil
+		}, nil)
+	}
+	if err == nil {
+		// The network is complete: a failed commit is logged, not undone
+		// (forwarding cannot be), and the next reconcile clears the mark.
+		t.step("commit", func() error {
+			f.Op = ""
+			if err := m.files.Write(f); err != nil {
+				m.log.Warn("network created; its file keeps the creating mark until the next command", "network", n.Name, "err", err)
 			}
 			return nil
 		}, nil)
@@ -137,16 +150,31 @@ func (m *Manager) removeNetwork(snap *store.Snapshot, name string, force bool) e
 		}
 		evs = append(evs, epEvent("disconnect", f.Network, ep, "network removed"))
 	}
-	t := newTxn(m.log, fmt.Sprintf("remove network %q", name))
-	err = t.step("firewall", func() error {
-		delete(snap.Files, name)
-		return m.syncFirewall(snap)
+	t := newTxn(m.log, "network-rm", fmt.Sprintf("remove network %q", name))
+	// Marked first: a reconcile that finds the mark finishes the removal
+	// of a process that died (rules, bridge, file).
+	err = t.step("mark", func() error {
+		f.Op = state.OpRemoving
+		if err := m.files.Write(f); err != nil {
+			f.Op = ""
+			return err
+		}
+		return nil
 	}, func() error {
-		snap.Files[name] = f
-		return m.syncFirewall(snap)
+		f.Op = ""
+		return m.files.Write(f)
 	})
-	if err != nil {
-		snap.Files[name] = f
+	if err == nil {
+		err = t.step("firewall", func() error {
+			delete(snap.Files, name)
+			return m.syncFirewall(snap)
+		}, func() error {
+			snap.Files[name] = f
+			return m.syncFirewall(snap)
+		})
+		if err != nil {
+			snap.Files[name] = f
+		}
 	}
 	if err == nil {
 		err = t.step("bridge", func() error { return m.k.Links.DeleteLink(f.Network.Bridge) },
@@ -155,7 +183,7 @@ func (m *Manager) removeNetwork(snap *store.Snapshot, name string, force bool) e
 	if err == nil {
 		// Irreversible but harmless: these were to be deleted anyway (the
 		// state file still lists them if a later step fails).
-		err = t.step("pending veths", func() error {
+		err = t.step("pending", func() error {
 			for _, p := range f.PendingDelete {
 				if err := m.k.Links.DeleteLink(p.Name); err != nil {
 					return err

@@ -69,8 +69,11 @@ func (m *Manager) Run(spec RunSpec) (int, error) {
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
 	defer signal.Stop(sigs)
 
-	path, err := netns.Create(spec.Name)
-	if err != nil {
+	var path string
+	if err := point("run", "netns", func() (err error) {
+		path, err = netns.Create(spec.Name)
+		return err
+	}); err != nil {
 		return 0, err
 	}
 	owner := &state.Owner{PID: os.Getpid(), StartTime: netns.StartTime(os.Getpid())}
@@ -82,24 +85,30 @@ func (m *Manager) Run(spec RunSpec) (int, error) {
 			m.log.Error("run: cleanup failed", "namespace", path, "err", err)
 		}
 	}
-	for _, n := range spec.Networks {
-		if _, err := m.Connect(ConnectSpec{Network: n, Netns: path, Name: spec.Name,
-			Aliases: spec.Aliases, Links: spec.Links, Owner: owner}); err != nil {
-			cleanupQuietly()
-			return 0, err
+	signaled := 0
+	if err := point("run", "connect", func() error {
+		for _, n := range spec.Networks {
+			if _, err := m.Connect(ConnectSpec{Network: n, Netns: path, Name: spec.Name,
+				Aliases: spec.Aliases, Links: spec.Links, Owner: owner}); err != nil {
+				return err
+			}
+			select {
+			case s := <-sigs:
+				signaled = 128 + int(s.(syscall.Signal))
+				return nil
+			default:
+			}
 		}
-		select {
-		case s := <-sigs:
-			cleanupQuietly()
-			return 128 + int(s.(syscall.Signal)), nil
-		default:
-		}
+		return nil
+	}); err != nil || signaled != 0 {
+		cleanupQuietly()
+		return signaled, err
 	}
 	args := append(append([]string{}, spec.Helper[1:]...), resolvconf.Path(spec.Name), "--")
 	cmd := exec.Command(spec.Helper[0], append(args, spec.Argv...)...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = spec.Stdin, spec.Stdout, spec.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNS, Pdeathsig: syscall.SIGKILL}
-	if err := netns.StartIn(path, cmd); err != nil {
+	if err := point("run", "start", func() error { return netns.StartIn(path, cmd) }); err != nil {
 		cleanupQuietly()
 		return 0, fmt.Errorf("run %s: %w", spec.Argv[0], err)
 	}
@@ -129,7 +138,7 @@ wait:
 		cleanupQuietly()
 		return 0, werr
 	}
-	if err := cleanup(); err != nil {
+	if err := point("run", "cleanup", cleanup); err != nil {
 		return code, err
 	}
 	return code, nil

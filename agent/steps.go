@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"syscall"
 )
 
 // txn runs an operation as named steps, each with its undo (libnetwork's
@@ -12,6 +14,7 @@ import (
 // with what it left behind and joined to the returned error, never
 // dropped.
 type txn struct {
+	kind  string // "connect": the operation's crash-point prefix (Steps)
 	op    string // "connect web to n1": names the operation in logs
 	log   *slog.Logger
 	undos []undoStep
@@ -22,11 +25,11 @@ type undoStep struct {
 	undo func() error
 }
 
-func newTxn(log *slog.Logger, op string) *txn { return &txn{op: op, log: log} }
+func newTxn(log *slog.Logger, kind, op string) *txn { return &txn{kind: kind, op: op, log: log} }
 
 // step runs do; when it succeeds, undo (nil: nothing to undo) is queued.
 func (t *txn) step(name string, do func() error, undo func() error) error {
-	if err := do(); err != nil {
+	if err := point(t.kind, name, do); err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}
 	if undo != nil {
@@ -48,4 +51,67 @@ func (t *txn) rollback(cause error) error {
 	}
 	t.undos = nil
 	return errors.Join(errs...)
+}
+
+// Steps lists every named step of every operation as "OP:STEP", in the
+// order they run. point refuses a step missing here, so the crash tests,
+// which read this list (`netalias __steps`), cover every step there is.
+var Steps = []string{
+	"connect:intent", "connect:attach", "connect:commit", "connect:resolver",
+	"disconnect:state", "disconnect:unplug", "disconnect:resolver", "disconnect:routes",
+	"network-create:state", "network-create:bridge", "network-create:firewall", "network-create:forwarding", "network-create:commit",
+	"network-rm:mark", "network-rm:firewall", "network-rm:bridge", "network-rm:pending", "network-rm:state",
+	"run:netns", "run:connect", "run:start", "run:cleanup",
+}
+
+var knownSteps = func() map[string]bool {
+	m := map[string]bool{}
+	for _, s := range Steps {
+		m[s] = true
+	}
+	return m
+}()
+
+// EnvCrashAt names a crash point for the crash tests: "OP:STEP:before" or
+// "OP:STEP:after" (OP:STEP from Steps). The process SIGKILLs itself there.
+// It is read once at start and removed from the environment, so no child
+// (the reaper, `run`'s command) inherits it.
+const EnvCrashAt = "NETALIAS_CRASH_AT"
+
+var crashAt = takeCrashAt()
+
+func takeCrashAt() string {
+	v := os.Getenv(EnvCrashAt)
+	if v != "" {
+		os.Unsetenv(EnvCrashAt)
+	}
+	return v
+}
+
+// stepHook, when set (tests), sees every step as it starts.
+var stepHook func(step string)
+
+// point runs step STEP of operation OP: the crash points before and after
+// it, and do between them.
+func point(op, step string, do func() error) error {
+	name := op + ":" + step
+	if !knownSteps[name] {
+		panic("agent: step " + name + " is missing from Steps")
+	}
+	if stepHook != nil {
+		stepHook(name)
+	}
+	crash(name, "before")
+	if err := do(); err != nil {
+		return err
+	}
+	crash(name, "after")
+	return nil
+}
+
+func crash(step, pos string) {
+	if crashAt != "" && crashAt == step+":"+pos {
+		syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		select {} // never returns: the signal is on its way
+	}
 }
