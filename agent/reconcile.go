@@ -95,7 +95,9 @@ func (m *Manager) reconcile(snap *store.Snapshot) error {
 	for _, ev := range r.evs {
 		m.emit(ev)
 	}
-	if len(r.orphans) > 0 && r.hasPending && m.reap != nil {
+	// Veths left pending (a killed disconnect started no reaper): hand
+	// them to one (the CLI's starts a process only when none runs).
+	if r.hasPending && m.reap != nil {
 		m.reap()
 	}
 	return nil
@@ -197,6 +199,13 @@ func (m *Manager) pruneEndpoints(f *state.File, host map[string]link.Info, r *re
 			r.hasPending = true
 			changed = true
 		default:
+			if l := host[ep.HostVeth]; l.Master != f.Network.Bridge {
+				// Its bridge was deleted and restored (or it was
+				// unplugged by hand): plug it back.
+				if err := m.k.Audit.Plug(ep.HostVeth, f.Network.Bridge); err != nil {
+					m.log.Warn("veth not plugged back", "endpoint", ep.Name, "network", f.Network.Name, "veth", ep.HostVeth, "err", err)
+				}
+			}
 			kept = append(kept, ep)
 		}
 	}
@@ -232,6 +241,11 @@ func (m *Manager) prunePending(f *state.File, host map[string]link.Info, r *reco
 				continue
 			}
 			m.log.Warn("pending veth not deleted", "veth", p.Name, "network", f.Network.Name, "err", err)
+		}
+		if p.Container != "" {
+			// A disconnect killed before its resolver step: the file
+			// may still name this network (only read when right).
+			r.touched[p.Container] = true
 		}
 		pending = append(pending, p)
 		r.hasPending = true
@@ -291,6 +305,9 @@ func (m *Manager) ensureResolver(snap *store.Snapshot, container string) error {
 		return err
 	}
 	if cur.Exists && !cur.Ours {
+		return nil
+	}
+	if eps, _ := containerEndpoints(snap.Files, container); len(eps) > 0 && !wantsResolver(eps) {
 		return nil
 	}
 	ns, search := wantResolver(snap, container)

@@ -88,8 +88,9 @@ func takeCrashAt() string {
 	return v
 }
 
-// stepHook, when set (tests), sees every step as it starts.
-var stepHook func(step string)
+// stepHook, when set (tests), sees every crash point ("OP:STEP", "before"
+// or "after") as it is reached; a panic there stands in for a kill.
+var stepHook func(step, pos string)
 
 // point runs step STEP of operation OP: the crash points before and after
 // it, and do between them.
@@ -97,9 +98,6 @@ func point(op, step string, do func() error) error {
 	name := op + ":" + step
 	if !knownSteps[name] {
 		panic("agent: step " + name + " is missing from Steps")
-	}
-	if stepHook != nil {
-		stepHook(name)
 	}
 	crash(name, "before")
 	if err := do(); err != nil {
@@ -110,6 +108,9 @@ func point(op, step string, do func() error) error {
 }
 
 func crash(step, pos string) {
+	if stepHook != nil {
+		stepHook(step, pos)
+	}
 	if crashAt != "" && crashAt == step+":"+pos {
 		syscall.Kill(os.Getpid(), syscall.SIGKILL)
 		select {} // never returns: the signal is on its way

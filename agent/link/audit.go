@@ -82,3 +82,23 @@ func NetnsLinks(nsPath string) ([]Info, error) {
 	})
 	return out, err
 }
+
+// Plug puts host veth veth (back) on bridge and up: a bridge restored
+// after someone deleted it has lost its ports.
+func Plug(veth, bridge string) error {
+	br, err := netlink.LinkByName(bridge)
+	if err != nil {
+		return fmt.Errorf("bridge %s: %w", bridge, err)
+	}
+	l, err := netlink.LinkByName(veth)
+	if err != nil {
+		return fmt.Errorf("veth %s: %w", veth, err)
+	}
+	if err := netlink.LinkSetMaster(l, br); err != nil {
+		return fmt.Errorf("plug %s into %s: %w", veth, bridge, err)
+	}
+	if err := netlink.LinkSetUp(l); err != nil {
+		return fmt.Errorf("bring %s up: %w", veth, err)
+	}
+	return nil
+}

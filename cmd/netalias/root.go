@@ -59,6 +59,7 @@ on stderr with exit status 1 (2 for usage errors), and change nothing.`,
 		newReapCmd(dir),
 		newCNICmd(dir),
 		newExecCmd(),
+		newCheckCmd(dir), newStepsCmd(),
 	)
 	return root
 }

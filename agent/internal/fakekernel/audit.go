@@ -1,11 +1,12 @@
 package fakekernel
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 
-	"github.com/netalias/netalias/agent/resolvconf"
 	"github.com/netalias/netalias/agent/link"
+	"github.com/netalias/netalias/agent/resolvconf"
 )
 
 // The read side for reconcile and `netalias check` (agent.Auditor).
@@ -76,4 +77,24 @@ func (k *Kernel) PutIface(nsPath, name string, in Iface, ok bool) {
 
 type missingNetns struct{ path string }
 
-func (e *missingNetns) Error() string { return "open namespace " + e.path + ": no such file or directory" }
+func (e *missingNetns) Error() string {
+	return "open namespace " + e.path + ": no such file or directory"
+}
+
+func (k *Kernel) Plug(veth, bridge string) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if err := k.call("Plug %s %s", veth, bridge); err != nil {
+		return err
+	}
+	l, ok := k.s.Links[veth]
+	if !ok {
+		return fmt.Errorf("veth %s: link not found", veth)
+	}
+	if br, ok := k.s.Links[bridge]; !ok || br.Kind != "bridge" {
+		return fmt.Errorf("bridge %s: link not found", bridge)
+	}
+	l.Master, l.Up = bridge, true
+	k.s.Links[veth] = l
+	return nil
+}
