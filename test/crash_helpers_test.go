@@ -95,9 +95,9 @@ func invariantViolations(t *testing.T, dir string, namespaces []string) []string
 	recorded := map[string]bool{} // host veths with a record or a pending entry
 	type want struct {
 		network, ifname, addr string
-		subnet              netip.Prefix
+		subnet                netip.Prefix
 	}
-	wants := map[string][]want{}         // namespace name → endpoints in it
+	wants := map[string][]want{}        // namespace name → endpoints in it
 	nsNetworks := map[string][]string{} // namespace name → its networks, in connect order
 	for _, f := range files {
 		n := f.Network
