@@ -146,8 +146,8 @@ func (m *Manager) inspect(snap *store.Snapshot) ([]string, error) {
 		}
 	}
 	for name, l := range host {
-		if (l.Group == m.group || l.Group == m.liveGroup()) && !known[name] && len(snap.Corrupt) == 0 {
-			report("veth %s: ours (link group %#x) but no endpoint or pending entry records it", name, l.Group)
+		if m.ours(name, l) && !known[name] && len(snap.Corrupt) == 0 {
+			report("veth %s: ours (name, link group %#x) but no endpoint or pending entry records it", name, l.Group)
 		}
 	}
 	paths := make([]string, 0, len(byNetns))
@@ -197,7 +197,7 @@ func (m *Manager) inspectNetns(snap *store.Snapshot, path string, eps []epOn, ho
 			holders[a.Addr()] = append(holders[a.Addr()], l.Name)
 		}
 		if l.Peer != "" {
-			if hl, ok := host[l.Peer]; ok && (hl.Group == m.group || hl.Group == m.liveGroup()) && !known[l.Peer] {
+			if hl, ok := host[l.Peer]; ok && m.ours(l.Peer, hl) && !known[l.Peer] {
 				report("interface %s: host peer %s has no record", l.Name, l.Peer)
 			}
 		}

@@ -254,14 +254,14 @@ func (m *Manager) prunePending(f *state.File, host map[string]link.Info, r *reco
 	return changed
 }
 
-// deleteStrays deletes host veths in this state directory's link groups
-// that no network file records (endpoint or pending entry). Every connect
+// deleteStrays deletes host veths of ours (name and link group) that no
+// network file records (endpoint or pending entry). Every connect
 // records its veth before creating it, so under the lock such a veth can
 // only be what a killed command left.
 func (m *Manager) deleteStrays(snap *store.Snapshot, host map[string]link.Info) {
 	var strays []string
 	for name, l := range host {
-		if l.Group == m.group || l.Group == m.liveGroup() {
+		if m.ours(name, l) {
 			strays = append(strays, name)
 		}
 	}
@@ -277,6 +277,12 @@ func (m *Manager) deleteStrays(snap *store.Snapshot, host map[string]link.Info) 
 			m.log.Warn("stray veth not deleted", "veth", name, "err", err)
 		}
 	}
+}
+
+// ours: a host veth this state directory made, by its name (vethName)
+// and its link group (someone else's link put in our group is not ours).
+func (m *Manager) ours(name string, l link.Info) bool {
+	return strings.HasPrefix(name, "nav") && (l.Group == m.group || l.Group == m.liveGroup())
 }
 
 // recordedVeths is the set of host veths the state records.

@@ -222,14 +222,9 @@ func settle(t *testing.T, dir string, namespaces []string, d time.Duration) []st
 	}
 }
 
-// killAfter starts netalias with args and SIGKILLs it after d (if it has
-// not finished by then). It reports whether the kill landed.
-func (e *agentEnv) killAfter(d time.Duration, args ...string) bool {
-	killed, _ := e.killAt(d, args...)
-	return killed
-}
-
-// killAt is killAfter that also returns how long the process ran.
+// killAt starts netalias with args and SIGKILLs it after d (if it has
+// not finished by then). It reports whether the kill landed and how long
+// the process ran.
 func (e *agentEnv) killAt(d time.Duration, args ...string) (bool, time.Duration) {
 	e.t.Helper()
 	cmd := exec.Command(e.bin, append([]string{"--state-dir", e.dir}, args...)...)
