@@ -39,7 +39,7 @@ type reconciliation struct {
 	evs           []events.Event
 	touched       map[string]bool // containers whose resolver needs a rewrite
 	orphans       map[string]bool // run-owned namespaces to delete
-	firewallDirty bool            // a network came or went: resync the rules
+	firewallOK    bool            // the rules match the networks (synced first)
 	hasPending    bool
 }
 
@@ -63,7 +63,8 @@ func (m *Manager) reconcile(snap *store.Snapshot) error {
 			m.log.Warn("state directory", "err", err)
 		}
 	}
-	r := &reconciliation{touched: map[string]bool{}, orphans: map[string]bool{}}
+	r := &reconciliation{touched: map[string]bool{}, orphans: map[string]bool{}, firewallOK: true}
+	m.syncFirst(snap, host, r)
 	for _, name := range snap.Names() {
 		f := snap.Files[name]
 		if f.Op == state.OpRemoving {
@@ -83,15 +84,11 @@ func (m *Manager) reconcile(snap *store.Snapshot) error {
 			}
 		}
 	}
-	if r.firewallDirty {
-		if err := m.syncFirewall(snap); err != nil {
-			m.log.Warn("firewall not restored", "err", err)
-		}
-	}
 	if len(snap.Corrupt) == 0 { // a corrupt file's records are unknown
 		m.deleteStrays(snap, host)
 	}
 	m.reclaimOrphans(snap, r)
+	m.reclaimRuns(snap)
 	for _, ev := range r.evs {
 		m.emit(ev)
 	}
@@ -108,23 +105,45 @@ func (m *Manager) reconcile(snap *store.Snapshot) error {
 // half): a veth in either group with no record is ours and stray.
 func (m *Manager) liveGroup() uint32 { return 0x6e620000 | m.group&0xffff }
 
+// syncFirst brings the rules in line with the networks that will exist
+// once interrupted creates and removals are finished and missing bridges
+// restored, before any of that happens: every later step is then
+// repeated by the next reconcile if this one is killed, and no file mark
+// is cleared (nor file removed) while the rules still disagree with it.
+func (m *Manager) syncFirst(snap *store.Snapshot, host map[string]link.Info, r *reconciliation) {
+	need := false
+	view := &store.Snapshot{Files: map[string]*state.File{}, Corrupt: snap.Corrupt}
+	for name, f := range snap.Files {
+		_, bridge := host[f.Network.Bridge]
+		need = need || f.Op != "" || !bridge
+		if f.Op != state.OpRemoving {
+			view.Files[name] = f
+		}
+	}
+	if !need {
+		return
+	}
+	if err := m.syncFirewall(view); err != nil {
+		m.log.Warn("firewall not restored; interrupted network operations are finished later", "err", err)
+		r.firewallOK = false
+	}
+}
+
 // restoreBridge recreates a network's missing bridge (after a reboot) and
-// finishes a `network create` that died (bridge, rules, forwarding, then
-// the file without its mark). Veths on a vanished bridge vanished with
-// their namespaces or are unplugged: pruneEndpoints handles them like any
-// other. It reports whether f changed.
+// finishes a `network create` that died (bridge, forwarding, then the
+// file without its mark; syncFirst made the rules). Veths on a vanished
+// bridge vanished with their namespaces or are unplugged: pruneEndpoints
+// handles them like any other. It reports whether f changed.
 func (m *Manager) restoreBridge(f *state.File, host map[string]link.Info, r *reconciliation) bool {
 	if _, ok := host[f.Network.Bridge]; !ok {
 		if err := m.k.Links.CreateBridge(bridgeOf(f.Network)); err != nil {
 			m.log.Warn("bridge not restored", "network", f.Network.Name, "bridge", f.Network.Bridge, "err", err)
 			return false
 		}
-		r.firewallDirty = true
 	}
-	if f.Op != state.OpCreating {
+	if f.Op != state.OpCreating || !r.firewallOK {
 		return false
 	}
-	r.firewallDirty = true
 	if !f.Network.Internal {
 		if err := m.k.Sysctl.EnableForwarding(f.Network.Subnet6.IsValid()); err != nil {
 			m.log.Warn("IP forwarding not enabled", "network", f.Network.Name, "err", err)
@@ -136,10 +155,13 @@ func (m *Manager) restoreBridge(f *state.File, host map[string]link.Info, r *rec
 }
 
 // finishRemove completes a `network rm` that died after marking the file:
-// its bridge, its pending veths, its file, then (with the others) the
-// rules. Its endpoints were disconnected before the mark.
+// its bridge, its pending veths, then its file (syncFirst removed its
+// rules). Its endpoints were disconnected before the mark.
 func (m *Manager) finishRemove(snap *store.Snapshot, f *state.File, r *reconciliation) {
 	name := f.Network.Name
+	if !r.firewallOK {
+		return
+	}
 	del := append([]string{f.Network.Bridge}, pendingVeths(f)...)
 	for _, ep := range f.Endpoints {
 		del = append(del, ep.HostVeth)
@@ -156,7 +178,6 @@ func (m *Manager) finishRemove(snap *store.Snapshot, f *state.File, r *reconcili
 		return
 	}
 	delete(snap.Files, name)
-	r.firewallDirty = true
 	r.evs = append(r.evs, events.Event{Time: now(), Type: "network", Action: "remove", Network: name, Subnet: f.Network.Subnet.String()})
 }
 

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 
 	"github.com/netalias/netalias/agent/names"
@@ -69,15 +70,30 @@ func (m *Manager) Run(spec RunSpec) (int, error) {
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
 	defer signal.Stop(sigs)
 
+	owner := &state.Owner{PID: os.Getpid(), StartTime: netns.StartTime(os.Getpid())}
+	// Recorded before the namespace exists (runintent.go); a namespace of
+	// that name already there is someone else's: never recorded as ours.
+	if _, err := os.Lstat(filepath.Join(netns.RunDir, spec.Name)); err == nil {
+		return 0, fmt.Errorf("namespace %q already exists (%s)", spec.Name, filepath.Join(netns.RunDir, spec.Name))
+	}
+	if err := m.writeRunIntent(spec.Name, *owner); err != nil {
+		return 0, err
+	}
 	var path string
 	if err := point("run", "netns", func() (err error) {
 		path, err = netns.Create(spec.Name)
 		return err
 	}); err != nil {
+		m.removeRunIntent(spec.Name)
 		return 0, err
 	}
-	owner := &state.Owner{PID: os.Getpid(), StartTime: netns.StartTime(os.Getpid())}
-	cleanup := func() error { return m.Release(path) }
+	cleanup := func() error {
+		err := m.Release(path)
+		if err == nil {
+			m.removeRunIntent(spec.Name)
+		}
+		return err
+	}
 	// On the error paths the command's error is what the user needs; a
 	// failed cleanup is logged (the next command reclaims what is left).
 	cleanupQuietly := func() {

@@ -94,6 +94,11 @@ func TestCrashMatrix(t *testing.T) {
 					})
 					crash = []string{"run", "--name", name, "--network", "cm", "--", "true"}
 					again = []string{"network", "ls"}
+					cleanup = func() {
+						if _, err := os.Stat("/run/netns/" + name); err == nil {
+							t.Errorf("run's namespace %s left behind after %s and one command", name, point)
+						}
+					}
 				default:
 					t.Fatalf("step %s: no command of this test runs %s", step, op)
 				}
