@@ -36,11 +36,11 @@ func (m *Manager) Reconcile() error {
 
 // reconciliation collects what one reconcile found across networks.
 type reconciliation struct {
-	evs           []events.Event
-	touched       map[string]bool // containers whose resolver needs a rewrite
-	orphans       map[string]bool // run-owned namespaces to delete
-	firewallOK    bool            // the rules match the networks (synced first)
-	hasPending    bool
+	evs        []events.Event
+	touched    map[string]bool // containers whose resolver needs a rewrite
+	orphans    map[string]bool // run-owned namespaces to delete
+	firewallOK bool            // the rules match the networks (synced first)
+	hasPending bool
 }
 
 // reconcile, under the lock, restores the invariant (README, "Invariant")
