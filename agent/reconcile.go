@@ -41,7 +41,14 @@ type reconciliation struct {
 	orphans    map[string]bool // run-owned namespaces to delete
 	firewallOK bool            // the rules match the networks (synced first)
 	hasPending bool
+	// orphaned pending veths: older than reaperGrace, their reaper died
+	// (a killed disconnect starts none) or never came.
+	orphanedPending bool
 }
+
+// reaperGrace is how long a pending veth waits for the reaper its
+// disconnect started before a reconcile starts one.
+const reaperGrace = time.Second
 
 // reconcile, under the lock, restores the invariant (README, "Invariant")
 // from whatever a killed command left: it removes the atomic writes' stray
@@ -92,9 +99,10 @@ func (m *Manager) reconcile(snap *store.Snapshot) error {
 	for _, ev := range r.evs {
 		m.emit(ev)
 	}
-	// Veths left pending (a killed disconnect started no reaper): hand
-	// them to one (the CLI's starts a process only when none runs).
-	if r.hasPending && m.reap != nil {
+	// Veths left pending by a dead owner, or waiting longer than their
+	// reaper should take (a killed disconnect started none): hand them
+	// to one (the CLI's starts a process only when none runs).
+	if (r.orphanedPending || len(r.orphans) > 0 && r.hasPending) && m.reap != nil {
 		m.reap()
 	}
 	return nil
@@ -270,6 +278,7 @@ func (m *Manager) prunePending(f *state.File, host map[string]link.Info, r *reco
 		}
 		pending = append(pending, p)
 		r.hasPending = true
+		r.orphanedPending = r.orphanedPending || time.Since(p.Since) > reaperGrace
 	}
 	f.PendingDelete = pending
 	return changed
