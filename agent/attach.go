@@ -125,7 +125,7 @@ func (m *Manager) Attach(spec AttachSpec) (*Attached, error) {
 	}
 
 	old := *f
-	t := newTxn(m.log, fmt.Sprintf("attach %s in %s to network %q", what, spec.Netns, n.Name))
+	t := newTxn(m.log, "attach", fmt.Sprintf("attach %s in %s to network %q", what, spec.Netns, n.Name))
 	err = t.step("intent", func() error {
 		f.PendingDelete = append(slices.Clip(f.PendingDelete), state.PendingVeth{Name: v.HostName, Since: now(), Creating: true})
 		return m.files.WriteIntent(f) // no fsync: see Connect

@@ -132,6 +132,9 @@ func (m *Manager) inspect(snap *store.Snapshot) ([]string, error) {
 				}
 				addrs[a] = ep.Name
 			}
+			if ep.HostVeth == "" {
+				continue // a Docker reservation: an address, no interface
+			}
 			what := fmt.Sprintf("endpoint %s on network %s", ep.Name, n.Name)
 			switch l, ok := host[ep.HostVeth]; {
 			case !ok:

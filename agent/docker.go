@@ -361,7 +361,7 @@ func (m *Manager) DockerCreateEndpoint(spec DockerEndpointSpec) (*state.Endpoint
 
 	old := *f
 	restore := func() { f.Endpoints, f.PendingDelete = old.Endpoints, old.PendingDelete }
-	t := newTxn(m.log, fmt.Sprintf("create docker endpoint %.12s on network %q", spec.EndpointID, n.Name))
+	t := newTxn(m.log, "docker-endpoint", fmt.Sprintf("create docker endpoint %.12s on network %q", spec.EndpointID, n.Name))
 	err = t.step("intent", func() error {
 		f.PendingDelete = append(slices.Clip(f.PendingDelete), state.PendingVeth{Name: p.HostName, Since: now(), Creating: true})
 		return m.files.WriteIntent(f)

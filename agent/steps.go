@@ -62,6 +62,9 @@ var Steps = []string{
 	"network-create:state", "network-create:bridge", "network-create:firewall", "network-create:forwarding", "network-create:commit",
 	"network-rm:mark", "network-rm:firewall", "network-rm:bridge", "network-rm:pending", "network-rm:state",
 	"run:netns", "run:connect", "run:start", "run:cleanup",
+	// The runtime fronts: CNI ADD (attach.go), Docker CreateEndpoint (docker.go).
+	"attach:intent", "attach:attach", "attach:commit",
+	"docker-endpoint:intent", "docker-endpoint:pair", "docker-endpoint:commit",
 }
 
 var knownSteps = func() map[string]bool {
