@@ -208,8 +208,7 @@ func (m *Manager) pruneEndpoints(f *state.File, host map[string]link.Info, r *re
 		case isDocker(ep):
 			// Docker owns its records' lifetime (docker.go): never
 			// dropped; one whose veth vanished becomes a reservation.
-			if ep.HostVeth != "" && !present {
-				ep = reservationOf(ep)
+			if demoteVanished(&ep, map[string]bool{ep.HostVeth: present}) {
 				changed = true
 			}
 			kept = append(kept, ep)
