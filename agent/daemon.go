@@ -51,9 +51,17 @@ func (d *Daemon) Run(ctx context.Context, interval time.Duration) error {
 	kick := make(chan struct{}, 1)
 	watched := make(chan struct{})
 	go func() { defer close(watched); d.watchLinks(ctx, kick) }()
+	clustered := make(chan struct{})
+	go func() {
+		defer close(clustered)
+		if d.m.cl != nil {
+			d.runCluster(ctx, interval)
+		}
+	}()
 	stop := func(err error) error {
 		cancel()
 		<-watched
+		<-clustered
 		if serr := <-served; err == nil {
 			err = serr
 		}

@@ -52,16 +52,23 @@ func (m *Manager) Connect(spec ConnectSpec) (*state.Endpoint, error) {
 	defer lk.Unlock()
 	f, err := lookup(snap, spec.Network)
 	if err != nil {
-		return nil, err
+		if f, err = m.joinClusterNetwork(snap, spec.Network, err); err != nil {
+			return nil, err
+		}
 	}
-	n := f.Network
 	if err := checkFree(f, ref.Path, name, m.k.Namespaces.Same); err != nil {
 		return nil, err
 	}
-	ip4, ip6, err := allocAddrs(f, name, req)
+	var ip4, ip6 netip.Addr
+	if f.Network.Cluster != nil {
+		ip4, err = m.allocClusterAddr(f, name, req)
+	} else {
+		ip4, ip6, err = allocAddrs(f, name, req)
+	}
 	if err != nil {
 		return nil, err
 	}
+	n := f.Network
 	id := newID()
 	v := planVeth(n, id, ref.Path, ip4, ip6, wantDefaultRoute(snap.Files, n, ref.Path))
 	v.Group = m.liveGroup() // so that a veth no record names is known as ours

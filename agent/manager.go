@@ -50,6 +50,8 @@ type Options struct {
 	// Sync waits until the running DNS servers answer from the network
 	// files an operation wrote (readers.go); nil means state/syncack.
 	Sync func(dir string, networks []string) error
+	// Cluster turns cluster mode on (cluster.go); nil: single host.
+	Cluster *ClusterOptions
 }
 
 // stateFiles is where the Manager writes network files (*store.Store; a
@@ -76,6 +78,7 @@ type Manager struct {
 	reap    func()
 	// reapBackoff is the first pause between the reaper's attempts.
 	reapBackoff time.Duration
+	cl          *clusterMode // nil: single host
 }
 
 // New opens the state directory.
@@ -100,6 +103,7 @@ func New(o Options) (*Manager, error) {
 	if m.log == nil {
 		m.log = slog.Default()
 	}
+	m.cl = newClusterMode(o.Cluster)
 	m.tracked = &trackedFiles{stateFiles: st}
 	m.files = m.tracked
 	m.sync = o.Sync
@@ -156,5 +160,9 @@ func fwNets(files map[string]*state.File) []firewall.Net {
 }
 
 func toFW(n state.Network) firewall.Net {
-	return firewall.Net{Bridge: n.Bridge, Internal: n.Internal, Subnet: n.Subnet, Subnet6: n.Subnet6}
+	fn := firewall.Net{Bridge: n.Bridge, Internal: n.Internal, Subnet: n.Subnet, Subnet6: n.Subnet6}
+	if n.Cluster != nil {
+		fn.OverlayPort = overlayPort(n.Cluster.Port)
+	}
+	return fn
 }

@@ -108,6 +108,19 @@ type Network struct {
 	Internal bool         `json:"internal"`
 	MTU      int          `json:"mtu"`
 	Created  time.Time    `json:"created"`
+	// Cluster is set on networks shared across hosts through etcd
+	// (cluster mode); absent on single-host networks.
+	Cluster *Cluster `json:"cluster,omitempty"`
+}
+
+// Cluster is what a host keeps locally about a cluster network, so that it
+// still attaches containers when etcd is unreachable: the VXLAN identity
+// and the address blocks this host holds (claimed by compare-and-swap in
+// etcd; the first address of the first block is this host's gateway).
+type Cluster struct {
+	VNI    uint32         `json:"vni"`
+	Port   int            `json:"port,omitempty"` // VXLAN UDP port; 0: 4789
+	Blocks []netip.Prefix `json:"blocks,omitempty"`
 }
 
 // Endpoint is one container's attachment to a network.

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"net/netip"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/google/nftables"
@@ -50,6 +51,10 @@ type Net struct {
 	Subnet   netip.Prefix
 	Subnet6  netip.Prefix
 	Internal bool
+	// OverlayPort is the VXLAN UDP port of a cluster network (0: none).
+	// Containers must not send to it: a hand-made VXLAN packet would be
+	// decapsulated into any network (overlay/README.md, Firewall).
+	OverlayPort int
 }
 
 // comment marks our rules in foreign chains: "netalias:TABLE:BRIDGE".
@@ -85,7 +90,46 @@ func Rules(table string, nets []Net) []Rule {
 			}
 		}
 	}
+	out = append(out, overlayRules(table, nets)...)
 	return out
+}
+
+// overlayRules drop UDP to each overlay port coming from any of our
+// bridges: to this host's VTEP (input) and routed towards another host's
+// (forward). One pair per port, after the per-network rules.
+func overlayRules(table string, nets []Net) []Rule {
+	seen := map[int]bool{}
+	var out []Rule
+	for _, n := range nets {
+		p := n.OverlayPort
+		if p == 0 || seen[p] {
+			continue
+		}
+		seen[p] = true
+		c := "netalias:" + table + ":overlay:" + strconv.Itoa(p)
+		out = append(out,
+			Rule{Chain: "input", Comment: c, Exprs: cat(ifprefix(expr.MetaKeyIIFNAME, BridgePrefix), udpDport(p), verdict(expr.VerdictDrop))},
+			Rule{Chain: "forward", Comment: c, Exprs: cat(ifprefix(expr.MetaKeyIIFNAME, BridgePrefix), ifprefixNeq(expr.MetaKeyOIFNAME, BridgePrefix), udpDport(p), verdict(expr.VerdictDrop))})
+	}
+	return out
+}
+
+// udpDport matches UDP destination port p.
+func udpDport(p int) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_UDP}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{byte(p >> 8), byte(p)}},
+	}
+}
+
+// ifprefixNeq matches interface names not starting with p.
+func ifprefixNeq(key expr.MetaKey, p string) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: key, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte(p)},
+	}
 }
 
 // ForwardRules returns the accept rules for nets that go into every host
@@ -132,6 +176,10 @@ func Sync(table string, nets []Net) error {
 				Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter, Policy: policy(nftables.ChainPolicyAccept)}),
 			"postrouting": c.AddChain(&nftables.Chain{Name: "postrouting", Table: t, Type: nftables.ChainTypeNAT,
 				Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource, Policy: policy(nftables.ChainPolicyAccept)}),
+		}
+		if len(overlayRules(table, nets)) > 0 {
+			chains["input"] = c.AddChain(&nftables.Chain{Name: "input", Table: t, Type: nftables.ChainTypeFilter,
+				Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter, Policy: policy(nftables.ChainPolicyAccept)})
 		}
 		for _, r := range Rules(table, nets) {
 			c.AddRule(&nftables.Rule{Table: t, Chain: chains[r.Chain], Exprs: r.Exprs, UserData: userData(r.Comment)})

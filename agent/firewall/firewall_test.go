@@ -26,6 +26,8 @@ func TestRulesGolden(t *testing.T) {
 		{"dual-stack", []Net{dual}},
 		{"internal", []Net{internal}},
 		{"mixed", []Net{ext, dual, internal}},
+		{"overlay", []Net{ext, {Bridge: "na-44445555bbbb", Subnet: netip.MustParsePrefix("10.80.0.0/20"), OverlayPort: 4789},
+			{Bridge: "na-66667777cccc", Subnet: netip.MustParsePrefix("10.81.0.0/20"), Internal: true, OverlayPort: 4789}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := "# table inet netalias\n" + Render(Rules(DefaultTable, tc.nets)) +

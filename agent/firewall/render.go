@@ -71,6 +71,8 @@ func metaKey(k expr.MetaKey) string {
 		return "oifname"
 	case expr.MetaKeyNFPROTO:
 		return "nfproto"
+	case expr.MetaKeyL4PROTO:
+		return "l4proto"
 	}
 	return "key" + strconv.Itoa(int(k))
 }

@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -12,6 +14,7 @@ import (
 
 	"github.com/netalias/netalias/agent"
 	"github.com/netalias/netalias/agent/events"
+	"github.com/netalias/netalias/cluster"
 )
 
 func newAgentCmd(dir func() string) *cobra.Command {
@@ -23,13 +26,24 @@ func newAgentCmd(dir func() string) *cobra.Command {
 link events, reclaim endpoints whose namespace or veth is gone, restore
 bridges, delete unplugged veths and restore the firewall rules; and serve
 the event stream that "netalias events" reads. The other commands work
-without it.`,
+without it.
+
+In cluster mode (--etcd, --vtep) it also keeps this host's session in
+etcd, publishes its endpoints on cluster networks, and programs the VXLAN
+overlay of each from the other hosts' records.`,
 		Args: wantArgs(0, 0, ""),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if interval <= 0 {
 				return usageErrorf(cmd, "invalid --interval %s: must be positive", interval)
 			}
-			d, err := agent.NewDaemon(agent.Options{StateDir: dir()})
+			cl, err := cflags.agentCluster(func(vtep netip.Addr) cluster.DesiredFunc { return agent.ClusterDesired(dir(), vtep) })
+			if err != nil {
+				return err
+			}
+			if cl != nil && !cl.VTEP.IsValid() {
+				return usageErrorf(cmd, "cluster mode (--etcd) needs --vtep, this host's underlay address")
+			}
+			d, err := agent.NewDaemon(agent.Options{StateDir: dir(), Cluster: cl})
 			if err != nil {
 				return err
 			}
@@ -37,6 +51,9 @@ without it.`,
 			defer stop()
 			sd := d.Manager().StateDir()
 			fmt.Fprintf(cmd.ErrOrStderr(), "netalias agent: state %s, events on %s\n", sd, events.SocketPath(sd))
+			if cl != nil {
+				fmt.Fprintf(cmd.ErrOrStderr(), "netalias agent: cluster host %s, VTEP %s, etcd %s\n", cl.Member.Opts.Host, cl.VTEP, strings.Join(cl.Member.Opts.Endpoints, ","))
+			}
 			return d.Run(ctx, interval)
 		},
 	}

@@ -146,7 +146,9 @@ func TestCompletionOfNetworkNames(t *testing.T) {
 		{[]string{"connect", ""}, []string{"alpha", "beta"}},
 		{[]string{"connect", "alpha", ""}, nil}, // NETNS: not a network
 		{[]string{"network", ""}, []string{"create", "inspect", "ls", "rm"}},
-		{[]string{"network", "rm", "--"}, []string{"--force", "--help"}}, // --state-dir is given
+		// --state-dir is given; the cluster flags are global.
+		{[]string{"network", "rm", "--"}, []string{"--etcd", "--etcd-ca", "--etcd-cert", "--etcd-key", "--etcd-prefix", "--force", "--help",
+			"--host", "--lease-ttl", "--vtep", "--vxlan-port"}},
 	} {
 		r := cli(append([]string{"__complete", "--state-dir", dir}, tc.args...)...)
 		var got []string

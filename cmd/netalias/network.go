@@ -46,7 +46,7 @@ to the subnet's first host.`,
 			if err != nil {
 				return err
 			}
-			n, err := m.CreateNetwork(spec)
+			n, err := m.CreateClusterNetwork(spec)
 			if err != nil {
 				return err
 			}
@@ -228,7 +228,7 @@ refused unless --force, which disconnects them first.`,
 			}
 			var errs []error
 			for _, name := range args {
-				if err := m.RemoveNetwork(name, force); err != nil {
+				if err := m.RemoveClusterNetwork(name, force); err != nil {
 					errs = append(errs, err)
 					continue
 				}

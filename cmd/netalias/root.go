@@ -46,6 +46,7 @@ on stderr with exit status 1 (2 for usage errors), and change nothing.`,
 	root.SetHelpCommand(newHelpCmd())
 	root.PersistentFlags().StringVar(&stateDir, "state-dir", "",
 		fmt.Sprintf("the state directory `DIR` (default $%s, else %s)", state.EnvDir, state.DefaultDir))
+	addClusterFlags(root.PersistentFlags())
 	root.AddCommand(
 		newNetworkCmd(dir),
 		newConnectCmd(dir),
@@ -199,7 +200,11 @@ func warn(cmd *cobra.Command, err error) {
 // manager opens the agent on dir; it tells a listening agent about every
 // change and leaves veth deletion to a detached reaper.
 func manager(dir string) (*agent.Manager, error) {
-	return agent.New(agent.Options{StateDir: dir, Emit: publisher(dir), Reap: spawnReaper(dir)})
+	cl, err := cflags.agentCluster(nil)
+	if err != nil {
+		return nil, err
+	}
+	return agent.New(agent.Options{StateDir: dir, Emit: publisher(dir), Reap: spawnReaper(dir), Cluster: cl})
 }
 
 // publisher sends events to a listening agent, if any.
