@@ -83,6 +83,8 @@ type clTopo struct {
 	ul    string // underlay namespace, holding bridge br0
 	root  string // root-namespace veth onto the underlay
 	hosts []*clHost
+	// containers are namespaces of container endpoints (any host).
+	containers []string
 }
 
 func clRand() string {
@@ -142,11 +144,37 @@ func (c *clTopo) cleanup() {
 	if out, err := exec.Command("ip", "link", "del", c.root).CombinedOutput(); err != nil && !strings.Contains(string(out), "Cannot find") {
 		c.t.Errorf("cleanup: ip link del %s: %v: %s", c.root, err, out)
 	}
+	for _, ns := range c.containers {
+		if out, err := exec.Command("ip", "netns", "del", ns).CombinedOutput(); err != nil && !strings.Contains(string(out), "No such file") {
+			c.t.Errorf("cleanup: ip netns del %s: %v: %s", ns, err, out)
+		}
+		os.RemoveAll(filepath.Join("/etc/netns", ns))
+	}
 	for _, ns := range append(c.hostNamespaces(), c.ul) {
 		if out, err := exec.Command("ip", "netns", "del", ns).CombinedOutput(); err != nil && !strings.Contains(string(out), "No such file") {
 			c.t.Errorf("cleanup: ip netns del %s: %v: %s", ns, err, out)
 		}
 	}
+	if left := c.leftovers(); len(left) > 0 {
+		c.t.Errorf("left behind after cleanup:\n%s", strings.Join(left, "\n"))
+	}
+}
+
+// leftovers lists what of this topology is still there: namespaces,
+// root-namespace links, resolver directories.
+func (c *clTopo) leftovers() []string {
+	var out []string
+	ns, _ := exec.Command("ip", "netns", "list").CombinedOutput()
+	links, _ := exec.Command("ip", "-o", "link", "show").CombinedOutput()
+	for _, l := range strings.Split(string(ns)+string(links), "\n") {
+		if strings.Contains(l, c.rnd) {
+			out = append(out, strings.TrimSpace(l))
+		}
+	}
+	if m, _ := filepath.Glob("/etc/netns/nacl-*-" + c.rnd); len(m) > 0 {
+		out = append(out, m...)
+	}
+	return out
 }
 
 func (c *clTopo) hostNamespaces() []string {
