@@ -22,6 +22,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	grpcbackoff "google.golang.org/grpc/backoff"
 )
 
 // DefaultPrefix is the root of every key netalias writes.
@@ -184,6 +186,14 @@ func (o *Options) Client() (*clientv3.Client, error) {
 		DialKeepAliveTimeout: o.LeaseTTL / 3,
 		// Not RejectOldCluster: it asks every endpoint at once and fails
 		// when one is down, which must not stop a host from starting.
+		//
+		// Reconnect within a second once an endpoint answers again: gRPC's
+		// default backoff grows to two minutes, so after a partition of
+		// 30 s a host would wait up to ~20 s more for its names to return.
+		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           grpcbackoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+			MinConnectTimeout: 2 * time.Second,
+		})},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("cluster: etcd %s: %w", strings.Join(o.Endpoints, ","), err)

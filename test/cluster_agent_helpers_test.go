@@ -38,19 +38,13 @@ type clAgent struct {
 	exited   map[*exec.Cmd]chan struct{}
 }
 
-// etcdURLs is every member's client URL.
-func (c *clTopo) etcdURLs() string {
-	var u []string
-	for _, h := range c.hosts {
-		u = append(u, h.clientURL())
-	}
-	return strings.Join(u, ",")
-}
-
-// env is the cluster environment of h's netalias commands.
+// env is the cluster environment of h's netalias commands. Each host
+// talks to its own etcd member (as a control plane stacked on its hosts
+// does): a client spreading requests over every member would keep some on
+// a partitioned one, and lose its lease there.
 func (a *clAgent) env() []string {
 	return append(os.Environ(),
-		"NETALIAS_ETCD="+a.c.etcdURLs(), "NETALIAS_HOST="+a.h.name, "NETALIAS_VTEP="+a.h.ip,
+		"NETALIAS_ETCD="+a.h.clientURL(), "NETALIAS_HOST="+a.h.name, "NETALIAS_VTEP="+a.h.ip,
 		"NETALIAS_STATE_DIR="+a.dir)
 }
 
@@ -75,7 +69,7 @@ func (c *clTopo) startAgents() []*clAgent {
         }
     }
 }
-`, a.dir, c.etcdURLs(), h.name)
+`, a.dir, h.clientURL(), h.name)
 		if err := os.WriteFile(corefile, []byte(cf), 0o644); err != nil {
 			c.t.Fatal(err)
 		}
@@ -84,7 +78,7 @@ func (c *clTopo) startAgents() []*clAgent {
 		c.t.Cleanup(func() {
 			a.stop()
 			if c.t.Failed() {
-				for _, l := range []string{a.agentLog, a.dnsLog} {
+				for _, l := range []string{a.agentLog, a.dnsLog, filepath.Join(h.dataDir, "..", h.name+"-etcd.log")} {
 					b, _ := os.ReadFile(l)
 					c.t.Logf("%s %s:\n%s", h.name, filepath.Base(l), b)
 				}
