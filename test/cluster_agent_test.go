@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/netalias/netalias/internal/testenv"
 )
@@ -32,6 +34,7 @@ func TestClusterAgents(t *testing.T) {
 	c.moveLeader(h1) // h3 dies later as a follower
 	as := c.startAgents()
 	a1, a2, a3 := as[0], as[1], as[2]
+	rss0 := rssOf(a1.coredns.Process.Pid)
 
 	a1.mustNA("network", "create", "--subnet", "10.212.32.0/20", "testnet")
 	if _, err := a2.na("network", "create", "--subnet", "10.212.64.0/20", "testnet"); err == nil {
@@ -103,6 +106,50 @@ func TestClusterAgents(t *testing.T) {
 		if out, err := nsExec(c4, "ping", "-c1", "-W1", ip1); err == nil {
 			t.Errorf("other on othernet (h2) reached centos-1 on testnet (h2)\n%s", out)
 		}
+		// rm is cluster-wide: refused while another host has endpoints.
+		if _, err := a1.na("network", "rm", "testnet"); err == nil || !strings.Contains(err.Error(), "h2 (1)") {
+			t.Errorf("h1: network rm testnet with endpoints on h2: %v, want a refusal naming h2", err)
+		}
+		if f := a1.file("testnet"); f == nil {
+			t.Error("h1 lost testnet after a refused rm")
+		}
+		a2.mustNA("network", "rm", "--force", "othernet")
+		r, err := c.client(h1).Get(context.Background(), "/netalias/v1/networks/othernet")
+		if err != nil || len(r.Kvs) != 0 {
+			t.Errorf("othernet still in etcd after rm on h2: %v %v", r, err)
+		}
+	})
+
+	t.Run("RTT", func(t *testing.T) {
+		if testing.Short() {
+			t.Skip("1,000 pings each way")
+		}
+		same := a1.container("same")
+		a1.mustNA("connect", "--name", "same", "testnet", same)
+		ipSame := a1.endpointIP("testnet", "same")
+		rtt := func(dst string) (float64, string) {
+			out, err := nsExec(c2, "ping", "-q", "-c", "1000", "-i", "0.002", "-W", "1", dst)
+			if err != nil {
+				t.Errorf("ping %s: %v\n%s", dst, err, out)
+			}
+			var mn, avg, mdev, mx float64
+			var loss string
+			for _, l := range strings.Split(out, "\n") {
+				if strings.Contains(l, "packet loss") {
+					loss = l
+				}
+				if strings.HasPrefix(l, "rtt") {
+					fmt.Sscanf(l[strings.Index(l, "=")+2:], "%f/%f/%f/%f", &mn, &avg, &mx, &mdev)
+				}
+			}
+			return avg, loss
+		}
+		s, sl := rtt(ipSame)
+		x, xl := rtt(ip1)
+		t.Logf("RTT over 1,000 pings: same host avg %.3f ms (%s), across hosts avg %.3f ms (%s), ratio %.2f", s, sl, x, xl, x/s)
+		if !strings.Contains(xl, " 0% packet loss") {
+			t.Errorf("cross-host pings lost: %s", xl)
+		}
 	})
 
 	t.Run("propagation", func(t *testing.T) {
@@ -148,6 +195,51 @@ func TestClusterAgents(t *testing.T) {
 		}
 		if d := rev() - rev0; d != 1 {
 			t.Errorf("a disconnect took %d etcd revisions, want 1", d)
+		}
+	})
+
+	t.Run("1000 remote endpoints", func(t *testing.T) {
+		if testing.Short() {
+			t.Skip("1,000 records")
+		}
+		// A host "hx" with 1,000 endpoints, written straight into etcd under
+		// a lease of its own (no host record: no overlay peer).
+		cli := c.client(h1)
+		ctx := context.Background()
+		lease, err := cli.Grant(ctx, 60)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 1000; i += 100 {
+			var ops []clientv3.Op
+			for j := i; j < i+100; j++ {
+				ops = append(ops, clientv3.OpPut(fmt.Sprintf("/netalias/v1/endpoints/hx/testnet/x%d", j),
+					fmt.Sprintf(`{"name":"x%d","ipv4":"10.212.%d.%d","mac":"02:42:0a:d4:%02x:%02x","container":"/run/netns/x%d"}`, j, 56+j/250, 1+j%250, 56+j/250, 1+j%250, j),
+					clientv3.WithLease(lease.ID)))
+			}
+			if _, err := cli.Txn(ctx).Then(ops...).Commit(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, ok := clWait(5*time.Second, func() bool { return a1.answers("x999.testnet", "10.212.59.250") }); !ok {
+			t.Fatal("h1 never answered the 1,000th remote endpoint")
+		}
+		var lat []time.Duration
+		for i := 0; i < 50; i++ {
+			ns := a2.container(fmt.Sprintf("q%d", i))
+			name := fmt.Sprintf("q%d", i)
+			a2.mustNA("connect", "--name", name, "testnet", ns)
+			ip := a2.endpointIP("testnet", name)
+			d, ok := clWait(5*time.Second, func() bool { return a1.answers(name+".testnet", ip) })
+			if !ok {
+				t.Fatalf("%s not answered on h1", name)
+			}
+			lat = append(lat, d)
+		}
+		t.Logf("propagation with 1,000 more remote endpoints over 50 connects: p50 %v, p99 %v", clPercentile(lat, 0.5).Round(10*time.Microsecond), clPercentile(lat, 0.99).Round(10*time.Microsecond))
+		t.Logf("coredns RSS on h1: %d kB before any remote endpoint, %d kB with ~1,250 remote ones (ratio %.2f)", rss0, rssOf(a1.coredns.Process.Pid), float64(rssOf(a1.coredns.Process.Pid))/float64(rss0))
+		if _, err := cli.Revoke(ctx, lease.ID); err != nil {
+			t.Fatal(err)
 		}
 	})
 
@@ -321,4 +413,20 @@ func clNoDuplicates(t *testing.T, as []*clAgent, net string) {
 		}
 	}
 	t.Logf("%d addresses on %s across %d hosts, none twice", total, net, len(as))
+}
+
+// rssOf is a process's resident set in kB (0 when unknown).
+func rssOf(pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			var kb int
+			fmt.Sscanf(strings.TrimSpace(v), "%d", &kb)
+			return kb
+		}
+	}
+	return 0
 }
