@@ -1,5 +1,6 @@
 # netalias — two commands matter:
 #   make demo   set up everything, run the centos-1/centos-2 demo, clean up
+#               (make demo-cluster: the same across three hosts)
 #   make test   vet, lint, unit tests with -race, integration tests as root
 # Both install what is missing (Debian packages, Go modules) first.
 
@@ -15,7 +16,7 @@ APT_PACKAGES := iproute2 nftables iptables dnsutils iputils-ping jq \
 	containernetworking-plugins
 INTEGRATION_TIMEOUT ?= 25m
 
-.PHONY: all build etcd deps apt-deps go-deps demo test vet lint unit integration image bench clean
+.PHONY: all build etcd deps apt-deps go-deps demo demo-cluster test vet lint unit integration image bench clean
 
 all: build
 
@@ -54,6 +55,11 @@ go-deps:
 
 demo: deps build
 	./test/demo.sh $(BIN)
+
+# Three hosts (namespaces) with etcd members, agents and CoreDNS; a name
+# and a ping across hosts over VXLAN; a host dies and its name goes.
+demo-cluster: deps build etcd
+	./test/demo-cluster.sh $(BIN)
 
 vet:
 	$(GO) vet ./...
