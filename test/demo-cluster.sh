@@ -62,11 +62,12 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# hostrun N CMD...: run CMD inside host N with its cluster settings.
+# hostrun N CMD...: run CMD inside host N with its cluster settings (a
+# function: not for background processes, whose $! would be a subshell's).
 hostrun() {
 	local n=$1; shift
-	NETALIAS_ETCD=http://$UL.1$n:2379 NETALIAS_HOST=host$n NETALIAS_VTEP=$UL.1$n \
-		NETALIAS_STATE_DIR=$WORK/host$n/state ip netns exec "$P-h$n" "$@"
+	env NETALIAS_ETCD="http://$UL.1$n:2379" NETALIAS_HOST="host$n" NETALIAS_VTEP="$UL.1$n" \
+		NETALIAS_STATE_DIR="$WORK/host$n/state" ip netns exec "$P-h$n" "$@"
 }
 
 step "1. three hosts on one underlay, each with an etcd member"
@@ -95,7 +96,9 @@ ok "hosts $P-h1..3 at $UL.11-13, etcd members ready"
 
 step "2. on each host: netalias agent --etcd … --host hostN --vtep … and CoreDNS with 'cluster'"
 for n in 1 2 3; do
-	hostrun $n "$BINDIR/netalias" agent --lease-ttl $TTL > "$WORK/host$n/agent.log" 2>&1 &
+	env NETALIAS_ETCD="http://$UL.1$n:2379" NETALIAS_HOST="host$n" NETALIAS_VTEP="$UL.1$n" \
+		NETALIAS_STATE_DIR="$WORK/host$n/state" ip netns exec "$P-h$n" \
+		"$BINDIR/netalias" agent --lease-ttl $TTL > "$WORK/host$n/agent.log" 2>&1 &
 	PIDS+=($!); eval "AGENT$n=$!"
 	cat > "$WORK/host$n/Corefile" <<-EOF
 	.:53 {
@@ -151,8 +154,10 @@ ok "$C2 reached $C1 by name across hosts"
 printf '%s' "$dim"; ip netns exec "$P-h1" bridge fdb show | grep "dst $UL.12" | head -3; printf '%s' "$off"
 
 step "7. host 2 dies: its agent, DNS server and etcd member killed, its namespace gone"
-kill -9 "$AGENT2" "$DNS2" "$ETCD2" 2>/dev/null || true
-wait "$AGENT2" "$DNS2" "$ETCD2" 2>/dev/null || true
+{
+	kill -9 "$AGENT2" "$DNS2" "$ETCD2" || true
+	wait "$AGENT2" "$DNS2" "$ETCD2" || true
+} 2>/dev/null
 ip netns del "$P-h2"
 DIED=$(date +%s%N)
 for _ in $(seq 100); do

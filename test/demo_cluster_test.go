@@ -3,8 +3,10 @@ package test
 import (
 	"bufio"
 	"bytes"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -25,10 +27,28 @@ func demoClusterCommand(t *testing.T, prefix string) *exec.Cmd {
 	return cmd
 }
 
-// demoClusterLeaks is demoLeaks plus the demo's VXLAN devices and host
-// namespaces (named after prefix).
+// demoClusterLeaks is demoLeaks plus the demo's VXLAN devices, host
+// namespaces (named after prefix) and processes (agents, DNS servers and
+// etcd members running from the test's binary directory).
 func demoClusterLeaks(t *testing.T, before map[string]bool, prefix string) []string {
 	var out []string
+	bin := filepath.Dir(binary(t, "netalias"))
+	procs, _ := filepath.Glob("/proc/[0-9]*/exe")
+	for _, p := range procs {
+		exe, err := os.Readlink(p)
+		if err != nil || !strings.HasPrefix(exe, bin+"/") {
+			continue
+		}
+		// The demo's long-running processes, not a detached veth reaper.
+		cmdline, _ := os.ReadFile(filepath.Join(filepath.Dir(p), "cmdline"))
+		if filepath.Base(exe) != "netalias" || strings.Contains(string(cmdline), "\x00agent") {
+			pid := strings.Split(p, "/")[2]
+			out = append(out, "process "+pid+" "+exe)
+			if pid, err := strconv.Atoi(pid); err == nil {
+				syscall.Kill(pid, syscall.SIGKILL) // ours: never leave it running
+			}
+		}
+	}
 	for _, l := range demoLeaks(t, before) {
 		out = append(out, l)
 	}
