@@ -107,7 +107,13 @@ func (m *Manager) Attach(spec AttachSpec) (*Attached, error) {
 	if err := checkAttachFree(f, spec); err != nil {
 		return nil, err
 	}
-	ip4, ip6, err := allocAddrs(f, spec.Name, connectRequest{ip4: spec.IPv4, ip6: spec.IPv6})
+	var ip4, ip6 netip.Addr
+	if f.Network.Cluster != nil { // from this host's blocks (cluster.go)
+		ip4, err = m.allocClusterAddr(f, spec.Name, connectRequest{ip4: spec.IPv4})
+		n = f.Network
+	} else {
+		ip4, ip6, err = allocAddrs(f, spec.Name, connectRequest{ip4: spec.IPv4, ip6: spec.IPv6})
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrNoFreeAddress, err)
 	}

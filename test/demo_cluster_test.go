@@ -49,9 +49,7 @@ func demoClusterLeaks(t *testing.T, before map[string]bool, prefix string) []str
 			}
 		}
 	}
-	for _, l := range demoLeaks(t, before) {
-		out = append(out, l)
-	}
+	out = append(out, demoLeaks(t, before)...)
 	for obj := range demoHostObjects(t) {
 		if !before[obj] && (strings.Contains(obj, prefix) || strings.HasPrefix(obj, "link nvx")) {
 			out = append(out, obj)
