@@ -233,3 +233,27 @@ func TestClusterViewOverlayInput(t *testing.T) {
 		t.Error("a seen deletion does not mark the network removed")
 	}
 }
+
+// Blocks gone from etcd (the IPAM lease expired while the agent was down)
+// are claimed again by the daemon from the network file.
+func TestClusterReclaimBlocks(t *testing.T) {
+	srv := etcdtest.Start(t)
+	a := newClusterHost(t, srv.Endpoint, "a")
+	n, err := a.m.CreateClusterNetwork(NetworkSpec{Name: "testnet", Subnet: "10.9.0.0/24"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cli := a.m.cl.Member.Client
+	if _, err := cli.Revoke(ctx, a.m.cl.Member.Blocks.LeaseID()); err != nil {
+		t.Fatal(err)
+	}
+	if held, _ := a.m.cl.Member.Blocks.Held(ctx, "testnet"); len(held) != 0 {
+		t.Fatalf("blocks %v still held after the lease went", held)
+	}
+	a.m.reclaimBlocks(ctx)
+	if held, _ := a.m.cl.Member.Blocks.Held(ctx, "testnet"); len(held) != 1 || held[0] != n.Cluster.Blocks[0] {
+		t.Fatalf("after reclaim etcd holds %v for a, want %v", held, n.Cluster.Blocks)
+	}
+}

@@ -300,7 +300,10 @@ func (d *Daemon) runCluster(ctx context.Context, resync time.Duration) {
 	}()
 	t := time.NewTicker(resync)
 	defer t.Stop()
+	blocks := time.NewTicker(reclaimEvery)
+	defer blocks.Stop()
 	failing := map[string]string{}
+	m.reclaimBlocks(ctx)
 	for {
 		select {
 		case <-ctx.Done():
@@ -308,8 +311,68 @@ func (d *Daemon) runCluster(ctx context.Context, resync time.Duration) {
 			return
 		case <-kick:
 		case <-t.C:
+		case <-blocks.C:
+			m.reclaimBlocks(ctx)
 		}
 		m.syncOverlay(view, failing)
+	}
+}
+
+// reclaimEvery is how often the daemon checks that etcd still shows this
+// host's address blocks as its own.
+const reclaimEvery = 30 * time.Second
+
+// reclaimBlocks claims again the blocks this host's network files hold
+// that etcd no longer shows as its own (the IPAM lease expired while the
+// agent was down longer than its TTL). A block another host took
+// meanwhile is logged with the endpoints whose addresses are now doubly
+// held: they need reconnecting.
+func (m *Manager) reclaimBlocks(ctx context.Context) {
+	snap, err := m.store.Load()
+	if err != nil {
+		return
+	}
+	for _, name := range snap.Names() {
+		f := snap.Files[name]
+		if f.Network.Cluster == nil || len(f.Network.Cluster.Blocks) == 0 {
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, m.cl.Timeout)
+		held, err := m.cl.Member.Blocks.Held(cctx, name)
+		if err != nil {
+			cancel()
+			continue // etcd unreachable: try again later
+		}
+		var missing []netip.Prefix
+		for _, b := range f.Network.Cluster.Blocks {
+			found := false
+			for _, h := range held {
+				found = found || h == b.Masked()
+			}
+			if !found {
+				missing = append(missing, b)
+			}
+		}
+		if len(missing) > 0 {
+			conflicts, err := m.cl.Member.Blocks.Reclaim(cctx, name, missing)
+			switch {
+			case err != nil:
+				m.log.Warn("cluster: address blocks not claimed again", "network", name, "blocks", missing, "err", err)
+			case len(conflicts) > 0:
+				var eps []string
+				for _, ep := range f.Endpoints {
+					for _, c := range conflicts {
+						if c.Contains(ep.IPv4) {
+							eps = append(eps, ep.Name)
+						}
+					}
+				}
+				m.log.Error("cluster: address blocks taken by another host while this one's IPAM lease was gone; reconnect these endpoints", "network", name, "blocks", conflicts, "endpoints", eps)
+			default:
+				m.log.Info("cluster: address blocks claimed again", "network", name, "blocks", missing)
+			}
+		}
+		cancel()
 	}
 }
 
