@@ -268,8 +268,10 @@ func (m *Manager) materialise(snap *store.Snapshot, name string, rec cluster.Net
 	n := state.Network{ID: id, Name: name, Bridge: bridgeName(id), Subnet: sub, Gateway: gw,
 		Internal: rec.Internal, MTU: mtu, Created: now(),
 		Cluster: &state.Cluster{VNI: rec.VNI, Port: m.cl.Port, Blocks: held}}
-	f := &state.File{Version: state.Version, Network: n, Endpoints: []state.Endpoint{}}
-	t := newTxn(m.log, fmt.Sprintf("materialise cluster network %q", name))
+	// The steps of CreateNetwork (same names, same crash recovery: the
+	// creating mark until the commit).
+	f := &state.File{Version: state.Version, Network: n, Endpoints: []state.Endpoint{}, Op: state.OpCreating}
+	t := newTxn(m.log, "network-create", fmt.Sprintf("materialise cluster network %q", name))
 	err = t.step("state", func() error { return m.files.Write(f) },
 		func() error { return m.files.Remove(name) })
 	if err == nil {
@@ -290,6 +292,15 @@ func (m *Manager) materialise(snap *store.Snapshot, name string, rec cluster.Net
 	}
 	if err == nil && !n.Internal {
 		err = t.step("forwarding", func() error { return m.k.Sysctl.EnableForwarding(false) }, nil)
+	}
+	if err == nil {
+		t.step("commit", func() error {
+			f.Op = ""
+			if err := m.files.Write(f); err != nil {
+				m.log.Warn("network created; its file keeps the creating mark until the next command", "network", name, "err", err)
+			}
+			return nil
+		}, nil)
 	}
 	if err != nil {
 		err = t.rollback(err)
