@@ -257,3 +257,28 @@ func TestClusterReclaimBlocks(t *testing.T) {
 		t.Fatalf("after reclaim etcd holds %v for a, want %v", held, n.Cluster.Blocks)
 	}
 }
+
+// --mtu on a cluster network holds on every host that joins it; without
+// it the overlay MTU is the VTEP device's minus 50.
+func TestClusterNetworkMTU(t *testing.T) {
+	srv := etcdtest.Start(t)
+	a, b := newClusterHost(t, srv.Endpoint, "a"), newClusterHost(t, srv.Endpoint, "b")
+	if _, err := a.m.CreateClusterNetwork(NetworkSpec{Name: "jumbo", Subnet: "10.9.0.0/24", MTU: 1400}); err != nil {
+		t.Fatal(err)
+	}
+	ep, err := b.m.Connect(ConnectSpec{Network: "jumbo", Netns: b.fk.AddNetns("web")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _ := b.m.Snapshot()
+	n := s.Files["jumbo"].Network
+	if n.MTU != 1400 || b.fk.State().Links[n.Bridge].MTU != 1400 || b.fk.State().Links[ep.HostVeth].MTU != 1400 {
+		t.Errorf("b: network MTU %d, bridge %d, veth %d; want 1400 everywhere", n.MTU, b.fk.State().Links[n.Bridge].MTU, b.fk.State().Links[ep.HostVeth].MTU)
+	}
+	if _, err := a.m.CreateClusterNetwork(NetworkSpec{Name: "auto", Subnet: "10.9.1.0/24"}); err != nil {
+		t.Fatal(err)
+	}
+	if s, _ := a.m.Snapshot(); s.Files["auto"].Network.MTU != 1450 {
+		t.Errorf("auto MTU %d, want 1450 (1500-byte underlay)", s.Files["auto"].Network.MTU)
+	}
+}
