@@ -14,7 +14,7 @@ STATICCHECK_VERSION := v0.8.2
 APT_PACKAGES := iproute2 nftables iptables dnsutils iputils-ping jq \
 	podman netavark aardvark-dns runc busybox-static dnsperf \
 	containernetworking-plugins
-INTEGRATION_TIMEOUT ?= 25m
+INTEGRATION_TIMEOUT ?= 50m
 
 .PHONY: all build etcd deps apt-deps go-deps demo demo-cluster test vet lint unit integration image bench clean
 
