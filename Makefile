@@ -85,6 +85,8 @@ image: build
 bench:
 	./bench/agent.sh
 	./bench/dns.sh
+	./bench/cni.sh
+	./bench/docker-driver.sh
 
 clean:
 	rm -rf $(BIN)
