@@ -210,11 +210,7 @@ func (m *Manager) Detach(network, containerID, ifname string) error {
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if lk != nil {
-			lk.Unlock()
-		}
-	}()
+	defer lk.Unlock()
 	f, err := lookup(snap, network)
 	if err != nil {
 		return err
@@ -228,7 +224,6 @@ func (m *Manager) Detach(network, containerID, ifname string) error {
 		return err
 	}
 	lk.Unlock()
-	lk = nil
 	m.emit(epEvent("disconnect", f.Network, ep, ""))
 	m.afterPending()
 	return nil

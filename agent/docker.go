@@ -395,11 +395,7 @@ func (m *Manager) DockerDeleteEndpoint(network, endpointID string) error {
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if lk != nil {
-			lk.Unlock()
-		}
-	}()
+	defer lk.Unlock()
 	f, err := lookup(snap, network)
 	if err != nil {
 		return err
@@ -425,7 +421,6 @@ func (m *Manager) DockerDeleteEndpoint(network, endpointID string) error {
 		}
 	}
 	lk.Unlock()
-	lk = nil
 	m.afterPending()
 	return nil
 }
@@ -488,11 +483,7 @@ func (m *Manager) DockerCollect(network string, leaked func(state.Endpoint) bool
 	if err != nil {
 		return 0, err
 	}
-	defer func() {
-		if lk != nil {
-			lk.Unlock()
-		}
-	}()
+	defer lk.Unlock()
 	f, err := lookup(snap, network)
 	if err != nil {
 		return 0, err
@@ -527,7 +518,6 @@ func (m *Manager) DockerCollect(network string, leaked func(state.Endpoint) bool
 		}
 	}
 	lk.Unlock()
-	lk = nil
 	if len(veths) > 0 {
 		m.afterPending()
 	}

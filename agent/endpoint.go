@@ -137,11 +137,7 @@ func (m *Manager) Disconnect(network, nsArg string) error {
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if lk != nil {
-			lk.Unlock()
-		}
-	}()
+	defer lk.Unlock()
 	f, err := lookup(snap, network)
 	if err != nil {
 		return err
@@ -158,7 +154,6 @@ func (m *Manager) Disconnect(network, nsArg string) error {
 		return err
 	}
 	lk.Unlock()
-	lk = nil
 	m.emit(epEvent("disconnect", f.Network, ep, ""))
 	m.afterPending()
 	return nil

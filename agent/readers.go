@@ -60,13 +60,19 @@ func (t *trackedFiles) take() []string {
 
 // opLock is the state directory's lock held by one operation.
 type opLock struct {
-	lk *store.Lock
-	m  *Manager
+	lk       *store.Lock
+	m        *Manager
+	released bool
 }
 
 // Unlock releases the lock, then waits for the DNS servers to publish
-// what the operation wrote. Safe to call once.
+// what the operation wrote. Later calls do nothing, so an operation can
+// defer it and still release early (before emitting events or reaping).
 func (l *opLock) Unlock() {
+	if l.released {
+		return
+	}
+	l.released = true
 	l.lk.Unlock()
 	l.m.syncReaders()
 }
