@@ -56,6 +56,12 @@ func TestCrashMatrix(t *testing.T) {
 
 	for i, step := range steps {
 		op, _, _ := strings.Cut(step, ":")
+		if op == "attach" || op == "docker-endpoint" {
+			// CNI ADD and Docker CreateEndpoint run through the plugin and
+			// the driver, not this CLI: their crash points are not in this
+			// matrix yet (the fake-kernel rollback tests cover their steps).
+			continue
+		}
 		for _, pos := range []string{"before", "after"} {
 			point := step + ":" + pos
 			t.Run(point, func(t *testing.T) {
@@ -99,11 +105,6 @@ func TestCrashMatrix(t *testing.T) {
 							t.Errorf("run's namespace %s left behind after %s and one command", name, point)
 						}
 					}
-				case "attach", "docker-endpoint":
-					// CNI ADD and Docker CreateEndpoint: driven through
-					// the plugin and the driver, not this CLI (not yet
-					// in this matrix).
-					t.Skipf("step %s: runtime front, not driven by this matrix", step)
 				default:
 					t.Fatalf("step %s: no command of this test runs %s", step, op)
 				}
