@@ -94,15 +94,11 @@ func (m *Manager) Attach(spec AttachSpec) (*Attached, error) {
 	if _, err := m.k.Namespaces.Resolve(spec.Netns); err != nil {
 		return nil, fmt.Errorf("%s: %w: %w", what, ErrBadNetns, err)
 	}
-	lk, snap, err := m.begin()
+	lk, snap, f, err := m.beginOn(spec.Network)
 	if err != nil {
 		return nil, err
 	}
 	defer lk.Unlock()
-	f, err := lookup(snap, spec.Network)
-	if err != nil {
-		return nil, err
-	}
 	n := f.Network
 	if err := checkAttachFree(f, spec); err != nil {
 		return nil, err
@@ -206,15 +202,11 @@ func checkAttachFree(f *state.File, spec AttachSpec) error {
 // record (its lease stays, as with disconnect). No such attachment is not
 // an error; the namespace may be gone. An unknown network is ErrNotFound.
 func (m *Manager) Detach(network, containerID, ifname string) error {
-	lk, snap, err := m.begin()
+	lk, snap, f, err := m.beginOn(network)
 	if err != nil {
 		return err
 	}
 	defer lk.Unlock()
-	f, err := lookup(snap, network)
-	if err != nil {
-		return err
-	}
 	idx := attachmentIndex(f, containerID, ifname)
 	if idx < 0 {
 		return nil

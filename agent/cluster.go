@@ -172,11 +172,8 @@ func (m *Manager) CreateClusterNetwork(spec NetworkSpec) (*state.Network, error)
 		return nil, err
 	}
 	defer lk.Unlock()
-	if _, ok := snap.Files[spec.Name]; ok {
-		return nil, fmt.Errorf("network %q already exists", spec.Name)
-	}
-	if err := snap.CorruptFor(spec.Name); err != nil {
-		return nil, fmt.Errorf("network %q cannot be created: %w", spec.Name, err)
+	if err := nameFree(snap, spec.Name); err != nil {
+		return nil, err
 	}
 	host, err := m.k.Links.HostPrefixes()
 	if err != nil {

@@ -137,15 +137,11 @@ func (m *Manager) DockerChooseSubnet(v6 bool, avoid []netip.Prefix) (netip.Prefi
 // its Docker records. It fails, changing nothing, while endpoints that are
 // not Docker's (connect, run, CNI) are attached.
 func (m *Manager) DockerRemoveNetwork(name string) error {
-	lk, snap, err := m.begin()
+	lk, snap, f, err := m.beginOn(name)
 	if err != nil {
 		return err
 	}
 	defer lk.Unlock()
-	f, err := lookup(snap, name)
-	if err != nil {
-		return err
-	}
 	g, others := withoutDocker(f)
 	if len(others) > 0 {
 		return fmt.Errorf("network %q has %d endpoint(s) that are not Docker's attached (%s): disconnect them first", name, len(others), strings.Join(others, ", "))
@@ -196,15 +192,11 @@ func endpointLabel(ep state.Endpoint) string {
 // remembered for connect's names (leases) are avoided while others are
 // free.
 func (m *Manager) DockerReserve(network string, v6 bool, want netip.Addr) (netip.Addr, error) {
-	lk, snap, err := m.begin()
+	lk, _, f, err := m.beginOn(network)
 	if err != nil {
 		return netip.Addr{}, err
 	}
 	defer lk.Unlock()
-	f, err := lookup(snap, network)
-	if err != nil {
-		return netip.Addr{}, err
-	}
 	a, err := reserveAddr(f, v6, want)
 	if err != nil {
 		return a, err
@@ -320,15 +312,11 @@ func (m *Manager) DockerCreateEndpoint(spec DockerEndpointSpec) (*state.Endpoint
 	if err := state.ValidID(spec.EndpointID); err != nil {
 		return nil, fmt.Errorf("docker endpoint: %w", err)
 	}
-	lk, snap, err := m.begin()
+	lk, _, f, err := m.beginOn(spec.Network)
 	if err != nil {
 		return nil, err
 	}
 	defer lk.Unlock()
-	f, err := lookup(snap, spec.Network)
-	if err != nil {
-		return nil, err
-	}
 	n := f.Network
 	if findDocker(f, spec.EndpointID) >= 0 {
 		return nil, fmt.Errorf("docker endpoint %.12s already exists on network %q", spec.EndpointID, n.Name)
@@ -391,15 +379,11 @@ func (m *Manager) DockerCreateEndpoint(spec DockerEndpointSpec) (*state.Endpoint
 // goes down, off the bridge, and to the reaper. ErrNotFound when it is
 // already gone.
 func (m *Manager) DockerDeleteEndpoint(network, endpointID string) error {
-	lk, snap, err := m.begin()
+	lk, _, f, err := m.beginOn(network)
 	if err != nil {
 		return err
 	}
 	defer lk.Unlock()
-	f, err := lookup(snap, network)
-	if err != nil {
-		return err
-	}
 	i := findDocker(f, endpointID)
 	if i < 0 {
 		return fmt.Errorf("docker endpoint %.12s on network %q %w", endpointID, network, ErrNotFound)
@@ -415,10 +399,7 @@ func (m *Manager) DockerDeleteEndpoint(network, endpointID string) error {
 	}
 	// Committed: what fails now is the reaper's to finish.
 	if err := m.k.Pairs.UnplugHost(ep.HostVeth, m.group); err != nil {
-		m.log.Warn("unplug failed; deleting the veth at once", "endpoint", endpointID, "network", network, "veth", ep.HostVeth, "err", err)
-		if derr := m.k.Links.DeleteLink(ep.HostVeth); derr != nil {
-			m.log.Error("veth left for the reaper", "veth", ep.HostVeth, "err", derr)
-		}
+		m.deleteUnplugged(endpointID, network, ep.HostVeth, err)
 	}
 	lk.Unlock()
 	m.afterPending()
@@ -444,15 +425,11 @@ func (m *Manager) DockerLeave(network, endpointID string) error {
 }
 
 func (m *Manager) updateDocker(network, endpointID string, change func(*state.Endpoint)) error {
-	lk, snap, err := m.begin()
+	lk, _, f, err := m.beginOn(network)
 	if err != nil {
 		return err
 	}
 	defer lk.Unlock()
-	f, err := lookup(snap, network)
-	if err != nil {
-		return err
-	}
 	i := findDocker(f, endpointID)
 	if i < 0 {
 		return fmt.Errorf("docker endpoint %.12s on network %q %w", endpointID, network, ErrNotFound)
@@ -479,15 +456,11 @@ func (m *Manager) updateDocker(network, endpointID string, change func(*state.En
 // callback (`netalias docker-plugin`'s collector); it returns how many it
 // removed.
 func (m *Manager) DockerCollect(network string, leaked func(state.Endpoint) bool) (int, error) {
-	lk, snap, err := m.begin()
+	lk, _, f, err := m.beginOn(network)
 	if err != nil {
 		return 0, err
 	}
 	defer lk.Unlock()
-	f, err := lookup(snap, network)
-	if err != nil {
-		return 0, err
-	}
 	var keep []state.Endpoint
 	var veths []string
 	for _, ep := range f.Endpoints {

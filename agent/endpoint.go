@@ -133,15 +133,11 @@ func cloneLeases(m map[string]state.Lease) map[string]state.Lease {
 // deletion (an RCU grace period) is left to the reaper.
 func (m *Manager) Disconnect(network, nsArg string) error {
 	ref, rerr := m.k.Namespaces.Resolve(nsArg)
-	lk, snap, err := m.begin()
+	lk, snap, f, err := m.beginOn(network)
 	if err != nil {
 		return err
 	}
 	defer lk.Unlock()
-	f, err := lookup(snap, network)
-	if err != nil {
-		return err
-	}
 	idx := findEndpoint(f, ref, rerr == nil, nsArg)
 	if idx < 0 {
 		if rerr != nil {
@@ -176,11 +172,7 @@ func (m *Manager) detach(snap *store.Snapshot, f *state.File, idx int) error {
 	}
 	point("disconnect", "unplug", func() error {
 		if err := m.k.Veths.Unplug(ep.HostVeth, ep.Netns, ep.IfName, parkName(ep.ID), m.group); err != nil {
-			// Still reachable, maybe: delete the pair now rather than wait.
-			m.log.Warn("unplug failed; deleting the veth at once", "endpoint", ep.Name, "network", f.Network.Name, "veth", ep.HostVeth, "err", err)
-			if derr := m.k.Links.DeleteLink(ep.HostVeth); derr != nil {
-				m.log.Error("veth left for the reaper", "veth", ep.HostVeth, "err", derr)
-			}
+			m.deleteUnplugged(ep.Name, f.Network.Name, ep.HostVeth, err)
 		}
 		return nil
 	})
@@ -268,5 +260,15 @@ func (m *Manager) afterPending() {
 	}
 	if err := m.Reap(); err != nil {
 		m.log.Warn("reap", "err", err)
+	}
+}
+
+// deleteUnplugged handles an unplug that failed after a detach committed:
+// the endpoint may still be reachable, so its pair is deleted now rather
+// than left to the reaper (which still deletes it if this fails too).
+func (m *Manager) deleteUnplugged(endpoint, network, veth string, err error) {
+	m.log.Warn("unplug failed; deleting the veth at once", "endpoint", endpoint, "network", network, "veth", veth, "err", err)
+	if derr := m.k.Links.DeleteLink(veth); derr != nil {
+		m.log.Error("veth left for the reaper", "veth", veth, "err", derr)
 	}
 }

@@ -44,11 +44,8 @@ func (m *Manager) CreateNetwork(spec NetworkSpec) (*state.Network, error) {
 		return nil, err
 	}
 	defer lk.Unlock()
-	if _, ok := snap.Files[spec.Name]; ok {
-		return nil, fmt.Errorf("network %q already exists", spec.Name)
-	}
-	if err := snap.CorruptFor(spec.Name); err != nil {
-		return nil, fmt.Errorf("network %q cannot be created: %w", spec.Name, err)
+	if err := nameFree(snap, spec.Name); err != nil {
+		return nil, err
 	}
 	host, err := m.k.Links.HostPrefixes()
 	if err != nil {
@@ -211,6 +208,33 @@ func (m *Manager) removeNetwork(snap *store.Snapshot, name string, force bool) e
 	}
 	m.emit(events.Event{Time: now(), Type: "network", Action: "remove", Network: name, Subnet: f.Network.Subnet.String()})
 	return nil
+}
+
+// nameFree says whether a network may be created under name: no file of
+// that name, readable or corrupt.
+func nameFree(snap *store.Snapshot, name string) error {
+	if _, ok := snap.Files[name]; ok {
+		return fmt.Errorf("network %q already exists", name)
+	}
+	if err := snap.CorruptFor(name); err != nil {
+		return fmt.Errorf("network %q cannot be created: %w", name, err)
+	}
+	return nil
+}
+
+// beginOn is begin for an operation on one network: it also finds the
+// network's file. On error nothing is held.
+func (m *Manager) beginOn(network string) (*opLock, *store.Snapshot, *state.File, error) {
+	lk, snap, err := m.begin()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	f, err := lookup(snap, network)
+	if err != nil {
+		lk.Unlock()
+		return nil, nil, nil, err
+	}
+	return lk, snap, f, nil
 }
 
 func lookup(snap *store.Snapshot, name string) (*state.File, error) {
