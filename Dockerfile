@@ -10,7 +10,7 @@
 #     -v /var/run/docker.sock:/var/run/docker.sock \
 #     netalias/sidecar:latest
 FROM scratch
-COPY bin/coredns bin/netalias /
+COPY bin/coredns bin/netalias bin/netalias-full /
 COPY Corefile.example /etc/coredns/Corefile
 VOLUME ["/var/lib/netalias"]
 EXPOSE 53/udp 53/tcp 9153/tcp

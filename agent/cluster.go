@@ -1,3 +1,5 @@
+//go:build !netalias_lite
+
 package agent
 
 import (
@@ -330,55 +332,16 @@ func (m *Manager) joinClusterNetwork(snap *store.Snapshot, name string, notFound
 }
 
 // allocClusterAddr chooses an endpoint's IPv4 address on cluster network
-// f: the requested one (inside a block this host holds), else the name's
-// lease when it is in a held block and free, else the first free address
-// of the held blocks, else one from a block claimed now (recorded in f,
-// written with the endpoint).
+// f: one from the blocks this host holds (allocFromHeld), else one from a
+// block claimed now (recorded in f, written with the endpoint).
 func (m *Manager) allocClusterAddr(f *state.File, name string, req connectRequest) (netip.Addr, error) {
+	a, used, err := allocFromHeld(f, name, req)
+	if a.IsValid() || err != nil {
+		return a, err
+	}
 	n := f.Network
-	used := map[netip.Addr]bool{n.Gateway: true}
-	for _, ep := range f.Endpoints {
-		used[ep.IPv4] = true
-	}
-	inHeld := func(a netip.Addr) bool {
-		for _, b := range n.Cluster.Blocks {
-			if b.Contains(a) {
-				return true
-			}
-		}
-		return false
-	}
-	if a := req.ip4; a.IsValid() {
-		if !n.Subnet.Contains(a) {
-			return a, fmt.Errorf("--ip %s is outside network %q's subnet %s", a, n.Name, n.Subnet)
-		}
-		if !inHeld(a) {
-			return a, fmt.Errorf("--ip %s is not in an address block this host holds on cluster network %q (%v)", a, n.Name, n.Cluster.Blocks)
-		}
-		if used[a] {
-			return a, fmt.Errorf("--ip %s is already in use on network %q", a, n.Name)
-		}
-		return a, nil
-	}
-	if l := f.Leases[name].IPv4; l.IsValid() && inHeld(l) && !used[l] {
-		return l, nil
-	}
-	// Addresses remembered for other names are kept for them while a
-	// block still has room.
-	withLeases := maps2(used)
-	for who, l := range f.Leases {
-		if who != name {
-			withLeases[l.IPv4] = true
-		}
-	}
-	if a, ok := cluster.AllocFromBlocks(n.Subnet, n.Cluster.Blocks, withLeases); ok {
-		return a, nil
-	}
-	if a, ok := cluster.AllocFromBlocks(n.Subnet, n.Cluster.Blocks, used); ok {
-		return a, nil
-	}
 	if m.cl == nil {
-		return netip.Addr{}, fmt.Errorf("network %q: every address block this host holds is full, and claiming another needs cluster mode (--etcd)", n.Name)
+		return netip.Addr{}, errBlocksFull(n.Name)
 	}
 	ctx, cancel := m.cl.ctx()
 	defer cancel()
@@ -396,14 +359,6 @@ func (m *Manager) allocClusterAddr(f *state.File, name string, req connectReques
 		f.Network.Cluster = &c
 	}
 	return a, nil
-}
-
-func maps2(m map[netip.Addr]bool) map[netip.Addr]bool {
-	c := make(map[netip.Addr]bool, len(m))
-	for k, v := range m {
-		c[k] = v
-	}
-	return c
 }
 
 // RemoveClusterNetwork removes a cluster network everywhere: refused
@@ -482,12 +437,4 @@ func (m *Manager) remoteEndpoints(ctx context.Context, net string) ([]string, er
 	}
 	slices.Sort(out)
 	return out, nil
-}
-
-// overlayPort is a network's VXLAN port (0 in the state: the default).
-func overlayPort(p int) int {
-	if p == 0 {
-		return overlay.DefaultPort
-	}
-	return p
 }

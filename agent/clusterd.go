@@ -1,3 +1,5 @@
+//go:build !netalias_lite
+
 package agent
 
 import (

@@ -10,6 +10,6 @@ set -eu
 cd "$(dirname "$0")/.."
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-CGO_ENABLED=0 go build -o "$out/netalias" ./cmd/netalias
+CGO_ENABLED=0 go build -tags netalias_lite -o "$out/netalias" ./cmd/netalias  # as make build
 CGO_ENABLED=0 go build -o "$out/cni-bench" ./bench/cni
 "$out/cni-bench" -netalias "$out/netalias" "$@"

@@ -13,6 +13,8 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/netalias/netalias/agent/ipam"
 )
 
 // Blocks manages this host's address blocks on cluster networks. A host
@@ -244,24 +246,9 @@ func (b *Blocks) Allocate(ctx context.Context, net string, rec NetworkRecord, he
 
 // AllocFromBlocks returns the lowest address of blocks (in order) that is
 // neither used nor the subnet's network or broadcast address. Pure: it
-// works without etcd.
+// works without etcd (the agent's light build uses ipam's directly).
 func AllocFromBlocks(subnet netip.Prefix, blocks []netip.Prefix, used map[netip.Addr]bool) (netip.Addr, bool) {
-	subnet = subnet.Masked()
-	netAddr, bcast := subnet.Addr(), broadcast(subnet)
-	for _, blk := range blocks {
-		blk = blk.Masked()
-		if !subnet.Contains(blk.Addr()) || blk.Bits() < subnet.Bits() {
-			continue
-		}
-		n := 0
-		for a := blk.Addr(); blk.Contains(a) && n < 1<<16; a, n = a.Next(), n+1 {
-			if a == netAddr || a == bcast || used[a] {
-				continue
-			}
-			return a, true
-		}
-	}
-	return netip.Addr{}, false
+	return ipam.AllocFromBlocks(subnet, blocks, used)
 }
 
 // SplitBlocks returns the blocks of size bits that make up subnet.

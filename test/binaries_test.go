@@ -13,7 +13,7 @@ import (
 
 var (
 	binDir     string
-	buildOnce  = map[string]*sync.Once{"netalias": {}, "coredns": {}}
+	buildOnce  = map[string]*sync.Once{"netalias": {}, "netalias-full": {}, "coredns": {}}
 	buildErr   = map[string]error{}
 	buildMutex sync.Mutex
 )
@@ -29,15 +29,32 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// binary builds ./cmd/NAME once per test run and returns its path.
+// builds says how `make build` makes each binary: netalias is the light
+// build, which runs netalias-full (beside it) for cluster mode and
+// docker-plugin, so both are built together.
+var builds = map[string]struct {
+	pkg, tags string
+	with      []string
+}{
+	"netalias":      {pkg: "netalias", tags: "netalias_lite", with: []string{"netalias-full"}},
+	"netalias-full": {pkg: "netalias"},
+	"coredns":       {pkg: "coredns"},
+}
+
+// binary builds NAME as `make build` does, once per test run, and returns
+// its path.
 func binary(t testing.TB, name string) string {
 	t.Helper()
+	for _, w := range builds[name].with {
+		binary(t, w)
+	}
 	buildMutex.Lock()
 	once := buildOnce[name]
 	buildMutex.Unlock()
 	out := filepath.Join(binDir, name)
 	once.Do(func() {
-		cmd := exec.Command("go", "build", "-o", out, "./cmd/"+name)
+		b := builds[name]
+		cmd := exec.Command("go", "build", "-tags="+b.tags, "-o", out, "./cmd/"+b.pkg)
 		cmd.Dir = ".."
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if b, err := cmd.CombinedOutput(); err != nil {

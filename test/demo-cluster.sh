@@ -10,7 +10,7 @@
 # and touches nothing it did not make; everything it made goes away on
 # exit, also on Ctrl-C or an error.
 #
-# usage: test/demo-cluster.sh [BINDIR]   (BINDIR holds netalias, coredns, netalias-etcd; default bin)
+# usage: test/demo-cluster.sh [BINDIR]   (BINDIR holds netalias, netalias-full, coredns, netalias-etcd; default bin)
 set -euo pipefail
 
 BINDIR=$(cd "${1:-bin}" && pwd)
@@ -31,7 +31,7 @@ die()  { printf '%s✘ %s%s\n' "$red" "$*" "$off" >&2; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "the demo creates namespaces, bridges and VXLAN devices: run it as root"
 for tool in ip dig ping; do command -v $tool >/dev/null || die "missing $tool (make deps installs it)"; done
-for b in netalias coredns netalias-etcd; do
+for b in netalias netalias-full coredns netalias-etcd; do
 	[ -x "$BINDIR/$b" ] || die "no $b in $BINDIR (make build etcd)"
 done
 for ns in "$C1" "$C2" "$P-ul" "$P-h1" "$P-h2" "$P-h3"; do

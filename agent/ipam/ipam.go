@@ -194,3 +194,25 @@ func u32(a netip.Addr) uint32 {
 func from32(v uint32) netip.Addr {
 	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 }
+
+// AllocFromBlocks returns the lowest address of blocks (in order) that is
+// neither used nor the subnet's network or broadcast address. Pure: it
+// works without etcd; the cluster mode's address blocks use it.
+func AllocFromBlocks(subnet netip.Prefix, blocks []netip.Prefix, used map[netip.Addr]bool) (netip.Addr, bool) {
+	subnet = subnet.Masked()
+	netAddr, bcast := subnet.Addr(), Broadcast(subnet)
+	for _, blk := range blocks {
+		blk = blk.Masked()
+		if !subnet.Contains(blk.Addr()) || blk.Bits() < subnet.Bits() {
+			continue
+		}
+		n := 0
+		for a := blk.Addr(); blk.Contains(a) && n < 1<<16; a, n = a.Next(), n+1 {
+			if a == netAddr || a == bcast || used[a] {
+				continue
+			}
+			return a, true
+		}
+	}
+	return netip.Addr{}, false
+}

@@ -3,10 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
-	"net/netip"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
@@ -14,7 +12,6 @@ import (
 
 	"github.com/netalias/netalias/agent"
 	"github.com/netalias/netalias/agent/events"
-	"github.com/netalias/netalias/cluster"
 )
 
 func newAgentCmd(dir func() string) *cobra.Command {
@@ -36,11 +33,11 @@ overlay of each from the other hosts' records.`,
 			if interval <= 0 {
 				return usageErrorf(cmd, "invalid --interval %s: must be positive", interval)
 			}
-			cl, err := cflags.agentCluster(func(vtep netip.Addr) cluster.DesiredFunc { return agent.ClusterDesired(dir(), vtep) })
+			cl, err := cflags.daemonCluster(dir())
 			if err != nil {
 				return err
 			}
-			if cl != nil && !cl.VTEP.IsValid() {
+			if lacksVTEP(cl) {
 				return usageErrorf(cmd, "cluster mode (--etcd) needs --vtep, this host's underlay address")
 			}
 			d, err := agent.NewDaemon(agent.Options{StateDir: dir(), Cluster: cl})
@@ -52,7 +49,7 @@ overlay of each from the other hosts' records.`,
 			sd := d.Manager().StateDir()
 			fmt.Fprintf(cmd.ErrOrStderr(), "netalias agent: state %s, events on %s\n", sd, events.SocketPath(sd))
 			if cl != nil {
-				fmt.Fprintf(cmd.ErrOrStderr(), "netalias agent: cluster host %s, VTEP %s, etcd %s\n", cl.Member.Opts.Host, cl.VTEP, strings.Join(cl.Member.Opts.Endpoints, ","))
+				fmt.Fprintf(cmd.ErrOrStderr(), "netalias agent: %s\n", describeCluster(cl))
 			}
 			return d.Run(ctx, interval)
 		},

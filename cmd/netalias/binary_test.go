@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -28,7 +29,8 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// binary builds this command once per test run.
+// binary builds this command once per test run as `make build` does: the
+// light build as netalias, the full one beside it as netalias-full.
 func binary(t *testing.T) string {
 	t.Helper()
 	buildOnce.Do(func() {
@@ -36,8 +38,14 @@ func binary(t *testing.T) string {
 			return
 		}
 		bin = filepath.Join(binDir, "netalias")
-		if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build: %v: %s", err, out)
+		for _, b := range [][]string{
+			{"-tags=netalias_lite", "-o", bin},
+			{"-o", filepath.Join(binDir, "netalias-full")},
+		} {
+			if out, err := exec.Command("go", append(append([]string{"build"}, b...), ".")...).CombinedOutput(); err != nil {
+				buildErr = fmt.Errorf("go build %s: %v: %s", b, err, out)
+				return
+			}
 		}
 	})
 	if buildErr != nil {
@@ -122,5 +130,67 @@ func TestBinaryReap(t *testing.T) {
 	}
 	if h := runBinary(t, "--help"); strings.Contains(h.stdout, "__reap") || strings.Contains(h.stdout, "__exec") {
 		t.Errorf("help shows the hidden commands")
+	}
+}
+
+// The light build links neither the etcd nor the Docker client (their
+// initialisation doubled every connect's start-up); the full one does.
+func TestBinaryLightLinksNoClients(t *testing.T) {
+	heavy := []string{"go.etcd.io/etcd/client/v3", "github.com/docker/docker", "google.golang.org/grpc"} // modules
+	for _, tc := range []struct {
+		name   string
+		linked bool
+	}{{"netalias", false}, {"netalias-full", true}} {
+		out, err := exec.Command("go", "version", "-m", filepath.Join(filepath.Dir(binary(t)), tc.name)).CombinedOutput()
+		if err != nil {
+			t.Fatalf("go version -m %s: %v: %s", tc.name, err, out)
+		}
+		for _, mod := range heavy {
+			if got := strings.Contains(string(out), "\tdep\t"+mod+"\t"); got != tc.linked {
+				t.Errorf("%s links %s: %v, want %v", tc.name, mod, got, tc.linked)
+			}
+		}
+	}
+}
+
+// What the light build lacks it hands to netalias-full beside it, with the
+// same arguments: docker-plugin (its --help shows the full command's
+// flags) and cluster mode (--etcd, or $NETALIAS_ETCD). Without
+// netalias-full it says what is missing and changes nothing.
+func TestBinaryLightRunsFull(t *testing.T) {
+	r := runBinary(t, "docker-plugin", "--help")
+	if r.code != 0 || !strings.Contains(r.stdout, "--docker-host") {
+		t.Errorf("docker-plugin --help: exit %d, stdout %q, stderr %q; want 0 and the full command's flags", r.code, r.stdout, r.stderr)
+	}
+	// A bad --vxlan-port is refused by the full build's cluster options
+	// before it dials etcd: the message proves which build spoke.
+	dir := t.TempDir()
+	r = runBinary(t, "--state-dir", dir, "--etcd", "http://127.0.0.1:1", "--vxlan-port", "70000", "network", "ls")
+	if r.code != 1 || !strings.Contains(r.stderr, "invalid --vxlan-port 70000") {
+		t.Errorf("--etcd through the light build: exit %d, stderr %q; want 1 and the full build's --vxlan-port error", r.code, r.stderr)
+	}
+
+	alone := filepath.Join(t.TempDir(), "netalias")
+	b, err := os.ReadFile(binary(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(alone, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"--state-dir", dir, "--etcd", "http://127.0.0.1:1", "network", "create", "n1"},
+		{"docker-plugin"},
+	} {
+		c := exec.Command(alone, args...)
+		c.Env = append(os.Environ(), "PATH=/nonexistent")
+		out, err := c.CombinedOutput()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), "netalias-full") {
+			t.Errorf("%q without netalias-full: %v, %q; want exit 1 naming netalias-full", args, err, out)
+		}
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Errorf("the refused commands left %d entries in the state directory", len(entries))
 	}
 }

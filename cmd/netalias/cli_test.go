@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/netalias/netalias/cluster"
 	"github.com/netalias/netalias/internal/version"
 	"github.com/netalias/netalias/state"
 )
@@ -392,5 +393,12 @@ func TestReadmesNameEveryFlag(t *testing.T) {
 		if !strings.Contains(text, "--state-dir") {
 			t.Errorf("%s: CLI section lacks --state-dir", doc.file)
 		}
+	}
+}
+
+// The light build cannot import package cluster for its default prefix.
+func TestDefaultEtcdPrefix(t *testing.T) {
+	if defaultEtcdPrefix != cluster.DefaultPrefix {
+		t.Errorf("defaultEtcdPrefix %q, cluster.DefaultPrefix %q", defaultEtcdPrefix, cluster.DefaultPrefix)
 	}
 }

@@ -62,6 +62,7 @@ on stderr with exit status 1 (2 for usage errors), and change nothing.`,
 		newExecCmd(),
 		newCheckCmd(dir), newStepsCmd(),
 	)
+	delegateToFull(root)
 	return root
 }
 
