@@ -2,8 +2,10 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -168,5 +170,51 @@ func TestFakeBestEffortFailuresAreLogged(t *testing.T) {
 				t.Errorf("log lacks %q and the error:\n%s", tc.want, out)
 			}
 		})
+	}
+}
+
+// Disconnects that queue veths while a reaper works see it running and
+// start none: the running reaper must take them all, however many passes
+// that needs (it used to count passes, give up after reapAttempts of them
+// and leave the latest veths pending with no reaper left to delete them).
+func TestFakeReaperKeepsUpWithDisconnects(t *testing.T) {
+	m, fk, _ := newFakeManager(t)
+	m.reapBackoff = time.Millisecond
+	var reapers sync.WaitGroup
+	m.reap = func() { // what spawnReaper does, in-process
+		if !ReaperRunning(m.StateDir()) {
+			reapers.Go(func() { m.Reap() })
+		}
+	}
+	fk.FailWhen(func(call string) bool {
+		if strings.HasPrefix(call, "DeleteLink") || strings.HasPrefix(call, "DeleteGroup") {
+			time.Sleep(3 * time.Millisecond) // a grace period, so disconnects overlap
+		}
+		return false
+	})
+	mustCreate(t, m, NetworkSpec{Name: "n1", Subnet: "10.201.141.0/24"})
+	const n = 4 * reapAttempts
+	for i := range n {
+		fk.AddNetns(fmt.Sprintf("c%d", i))
+		mustConnect(t, m, ConnectSpec{Network: "n1", Netns: fmt.Sprintf("c%d", i)})
+	}
+	for i := range n {
+		if err := m.Disconnect("n1", fmt.Sprintf("c%d", i)); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Millisecond) // a CLI's start-up, at the pace of a script
+	}
+	reapers.Wait()
+	snap, err := m.store.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := snap.Files["n1"].PendingDelete; len(p) != 0 {
+		t.Errorf("%d of %d veths left pending with no reaper running: %v", len(p), n, p)
+	}
+	for name, l := range fk.State().Links {
+		if l.Kind == "veth" {
+			t.Errorf("veth %s left in the kernel", name)
+		}
 	}
 }

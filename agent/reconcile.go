@@ -21,7 +21,7 @@ import (
 // reconcile deletes it itself (the reaper was killed, the machine crashed).
 const staleAfter = 10 * time.Second
 
-// reapAttempts bounds the reaper's passes over veths that stay pending.
+// reapAttempts bounds the reaper's deletions of a veth that stays pending.
 const reapAttempts = 5
 
 // Reconcile brings the state in line with the kernel (see reconcile).
@@ -406,7 +406,7 @@ func (m *Manager) reclaimOrphans(snap *store.Snapshot, r *reconciliation) {
 // leaves the work to it, and the running one looks again before it goes.
 // A veth the kernel will not delete is tried reapAttempts times with
 // growing pauses, then left (named in the error) for a later reconcile or
-// agent cycle.
+// agent cycle; the others are still deleted.
 func (m *Manager) Reap() error {
 	for {
 		names, entries, err := m.pendingNames()
@@ -438,26 +438,45 @@ func (m *Manager) Reap() error {
 	}
 }
 
-// reapLocked deletes pending veths until none is left, at most
-// reapAttempts passes, holding the reap lock.
+// reapLocked deletes pending veths until none is left, holding the reap
+// lock. The bound is per veth: one that survives reapAttempts deletions is
+// left (named in the error), while veths that disconnects queue during the
+// work are taken as they come; a reaper that counted passes instead gave
+// up under a stream of disconnects that had each seen it running, and left
+// their veths behind.
 func (m *Manager) reapLocked() error {
 	pause := m.reapBackoff
-	for attempt := 1; ; attempt++ {
+	tries := map[string]int{}
+	for {
 		names, _, err := m.pendingNames()
 		if err != nil {
 			return err
 		}
-		if len(names) == 0 {
+		var todo, stuck []string
+		again := false
+		for _, n := range names {
+			switch {
+			case tries[n] >= reapAttempts:
+				stuck = append(stuck, n)
+			default:
+				todo = append(todo, n)
+				again = again || tries[n] > 0
+			}
+		}
+		if len(todo) == 0 {
+			if len(stuck) > 0 {
+				return fmt.Errorf("reap: %d veth(s) still pending after %d attempts: %s", len(stuck), reapAttempts, strings.Join(stuck, ", "))
+			}
 			return nil
 		}
-		if attempt > reapAttempts {
-			return fmt.Errorf("reap: %d veth(s) still pending after %d attempts: %s", len(names), reapAttempts, strings.Join(names, ", "))
-		}
-		if attempt > 1 {
+		if again { // the kernel refused one: back off
 			time.Sleep(pause)
 			pause *= 2
 		}
-		m.deletePending(names)
+		for _, n := range todo {
+			tries[n]++
+		}
+		m.deletePending(todo)
 		if err := m.Reconcile(); err != nil { // drops entries whose link is gone
 			return err
 		}
