@@ -83,9 +83,10 @@ func attachmentIndex(f *state.File, containerID, ifname string) int {
 
 // Attach makes a runtime attachment: a veth named spec.IfName inside
 // spec.Netns, addresses, MTU and default routes as connect makes them. An
-// existing attachment with that key or an existing interface of that name
-// fails with ErrAttachmentExists; on any error nothing is left behind and
-// the state is unchanged.
+// existing attachment with that key fails with ErrAttachmentExists unless
+// it is whole and what spec asks for (then it is returned: a retried
+// ADD); so does an existing interface of that name. On any error nothing
+// is left behind and the state is unchanged.
 func (m *Manager) Attach(spec AttachSpec) (*Attached, error) {
 	what := fmt.Sprintf("attachment %s/%s", spec.ContainerID, spec.IfName)
 	if err := names.Label("endpoint name", spec.Name); err != nil {
@@ -100,6 +101,14 @@ func (m *Manager) Attach(spec AttachSpec) (*Attached, error) {
 	}
 	defer lk.Unlock()
 	n := f.Network
+	if i := attachmentIndex(f, spec.ContainerID, spec.IfName); i >= 0 && sameAttach(f.Endpoints[i], spec) {
+		// The runtime asks again for what it got: an ADD whose answer it
+		// never read (the plugin was killed after the commit). A whole
+		// attachment is the answer; a damaged one is refused below.
+		if a, err := m.CheckAttachment(spec.Network, spec.ContainerID, spec.IfName); err == nil {
+			return a, nil
+		}
+	}
 	if err := checkAttachFree(f, spec); err != nil {
 		return nil, err
 	}
@@ -158,6 +167,16 @@ func (m *Manager) Attach(spec AttachSpec) (*Attached, error) {
 	}
 	m.emit(epEvent("connect", n, ep, ""))
 	return &Attached{Endpoint: ep, Network: n, DefaultRoute: route}, nil
+}
+
+// sameAttach says whether the attachment ep is what spec asks for: the
+// same namespace, name, aliases, network and the static addresses and
+// MAC, when spec gives them.
+func sameAttach(ep state.Endpoint, spec AttachSpec) bool {
+	return ep.Netns == spec.Netns && ep.Name == spec.Name && slices.Equal(ep.Aliases, spec.Aliases) &&
+		ep.Attachment.Network == spec.CNINetwork &&
+		(!spec.IPv4.IsValid() || spec.IPv4 == ep.IPv4) && (!spec.IPv6.IsValid() || spec.IPv6 == ep.IPv6) &&
+		(spec.MAC == nil || spec.MAC.String() == ep.MAC)
 }
 
 // checkAttachFree refuses a key, a name or a static address already taken

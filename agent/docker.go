@@ -254,7 +254,15 @@ func reserveAddr(f *state.File, v6 bool, want netip.Addr) (netip.Addr, error) {
 }
 
 // DockerRelease frees a reservation. An address that is not reserved (or
-// belongs to a live endpoint), or a network that is gone, is not an error.
+// belongs to an endpoint in a sandbox), or a network that is gone, is not
+// an error.
+//
+// An address of a Docker endpoint that is in no sandbox is released with
+// the endpoint: Docker releases an endpoint's addresses after a failed
+// CreateEndpoint and sends no DeleteEndpoint (libnetwork's
+// Network.createEndpoint), so an endpoint whose answer Docker never got
+// (the plugin was killed after the commit) is known to Docker no more.
+// Its veth goes to the reaper, as with DockerDeleteEndpoint.
 func (m *Manager) DockerRelease(network string, addr netip.Addr) error {
 	lk, snap, err := m.begin()
 	if err != nil {
@@ -266,15 +274,37 @@ func (m *Manager) DockerRelease(network string, addr netip.Addr) error {
 		return nil
 	}
 	eps, changed := releaseAddr(f.Endpoints, addr)
+	var orphan state.Endpoint
+	if i := slices.IndexFunc(f.Endpoints, func(ep state.Endpoint) bool {
+		return isDocker(ep) && ep.HostVeth != "" && ep.Netns == "" && addr.IsValid() && (ep.IPv4 == addr || ep.IPv6 == addr)
+	}); !changed && i >= 0 {
+		orphan = f.Endpoints[i]
+		eps = slices.Clone(f.Endpoints)
+		eps[i] = reservationOf(orphan)
+		eps, changed = releaseAddr(eps, addr)
+	}
 	if !changed {
 		return nil
 	}
-	old := f.Endpoints
+	oldEps, oldPending := f.Endpoints, f.PendingDelete
 	f.Endpoints = eps
+	if orphan.HostVeth != "" {
+		f.PendingDelete = append(slices.Clip(f.PendingDelete), state.PendingVeth{Name: orphan.HostVeth, Since: now()})
+	}
 	if err := m.files.Write(f); err != nil {
-		f.Endpoints = old
+		f.Endpoints, f.PendingDelete = oldEps, oldPending
 		return fmt.Errorf("network %q: release %s: %w", network, addr, err)
 	}
+	if orphan.HostVeth == "" {
+		return nil
+	}
+	m.log.Info("docker released the address of an endpoint it never joined: endpoint removed", "network", network,
+		"endpoint", orphan.Attachment.ID, "address", addr, "veth", orphan.HostVeth)
+	if err := m.k.Pairs.UnplugHost(orphan.HostVeth, m.group); err != nil {
+		m.deleteUnplugged(orphan.Attachment.ID, network, orphan.HostVeth, err)
+	}
+	lk.Unlock()
+	m.afterPending()
 	return nil
 }
 
@@ -318,7 +348,14 @@ func (m *Manager) DockerCreateEndpoint(spec DockerEndpointSpec) (*state.Endpoint
 	}
 	defer lk.Unlock()
 	n := f.Network
-	if findDocker(f, spec.EndpointID) >= 0 {
+	if i := findDocker(f, spec.EndpointID); i >= 0 {
+		ep := f.Endpoints[i]
+		if ep.IPv4 == spec.IPv4 && ep.IPv6 == spec.IPv6 && (spec.MAC == nil || spec.MAC.String() == ep.MAC) && ep.Netns == "" {
+			// The same request again, its answer lost (the plugin was
+			// killed after the commit): the endpoint is the answer (its
+			// veth is there: reconcile demotes one whose veth vanished).
+			return &ep, nil
+		}
 		return nil, fmt.Errorf("docker endpoint %.12s already exists on network %q", spec.EndpointID, n.Name)
 	}
 	eps := f.Endpoints

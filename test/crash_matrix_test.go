@@ -25,10 +25,12 @@ func (e *agentEnv) crashAt(point string, args ...string) bool {
 }
 
 // TestCrashMatrix kills netalias with a real SIGKILL before and after
-// every named step of connect, disconnect, network create, network rm and
-// run (the list comes from the binary, `netalias __steps`, so a new step
-// is covered without touching this test), then runs one ordinary command,
-// and checks the invariant twice: with `netalias check` and with the
+// every named step of connect, disconnect, network create, network rm,
+// run, the CNI plugin's ADD and the Docker driver's CreateEndpoint (the
+// list comes from the binary, `netalias __steps`, so a new step is
+// covered without touching this test), then runs one ordinary command (for
+// the runtime fronts: what the runtime does after a failed call), and
+// checks the invariant twice: with `netalias check` and with the
 // independent oracle (crash_helpers_test.go).
 func TestCrashMatrix(t *testing.T) {
 	e := newAgentEnv(t)
@@ -38,7 +40,7 @@ func TestCrashMatrix(t *testing.T) {
 		op, _, _ := strings.Cut(s, ":")
 		ops[op] = true
 	}
-	for _, op := range []string{"connect", "disconnect", "network-create", "network-rm", "run"} {
+	for _, op := range []string{"connect", "disconnect", "network-create", "network-rm", "run", "attach", "docker-endpoint"} {
 		if !ops[op] {
 			t.Fatalf("__steps lists no step of %s: %q", op, steps)
 		}
@@ -54,14 +56,17 @@ func TestCrashMatrix(t *testing.T) {
 	bystander := newNS()
 	e.must("connect", "cm", bystander)
 
+	// The runtime fronts (crash_fronts_test.go) on the same network, so
+	// the bystander sees their crashes too.
+	peer := e.file("cm").Endpoints[0].IPv4
+	cniF := &cniFront{e: e, network: "cm", peer: peer}
+	var dockerF *dockerFront
+	if ops["docker-endpoint"] {
+		dockerF = newDockerFront(t, e, "cm")
+	}
+
 	for i, step := range steps {
 		op, _, _ := strings.Cut(step, ":")
-		if op == "attach" || op == "docker-endpoint" {
-			// CNI ADD and Docker CreateEndpoint run through the plugin and
-			// the driver, not this CLI: their crash points are not in this
-			// matrix yet (the fake-kernel rollback tests cover their steps).
-			continue
-		}
 		for _, pos := range []string{"before", "after"} {
 			point := step + ":" + pos
 			t.Run(point, func(t *testing.T) {
@@ -71,6 +76,12 @@ func TestCrashMatrix(t *testing.T) {
 				var cleanup func()
 				net := "cmx" + string(rune('a'+i%26))
 				switch op {
+				case "attach": // CNI ADD: DEL after it, or ADD again
+					cniF.crash(t, point, newNS, func() []string { return nss })
+					return
+				case "docker-endpoint": // the Docker driver's CreateEndpoint
+					dockerF.crash(t, point, nss)
+					return
 				case "connect":
 					ns := newNS()
 					crash = []string{"connect", "cm", ns}
