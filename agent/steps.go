@@ -83,6 +83,10 @@ const EnvCrashAt = "NETALIAS_CRASH_AT"
 
 var crashAt = takeCrashAt()
 
+// CrashPoint is the crash point this process started with ("" for none):
+// a process that hands its command to another binary passes it on.
+func CrashPoint() string { return crashAt }
+
 func takeCrashAt() string {
 	v := os.Getenv(EnvCrashAt)
 	if v != "" {

@@ -44,7 +44,11 @@ func execFull() error {
 	if err != nil {
 		return err
 	}
-	err = syscall.Exec(p, append([]string{p}, os.Args[1:]...), os.Environ())
+	env := os.Environ()
+	if c := agent.CrashPoint(); c != "" { // the crash tests' point, taken at start
+		env = append(env, agent.EnvCrashAt+"="+c)
+	}
+	err = syscall.Exec(p, append([]string{p}, os.Args[1:]...), env)
 	return fmt.Errorf("run %s: %w", p, err)
 }
 
