@@ -54,9 +54,12 @@ type Attachment struct {
 // can answer with the spec's codes; a *types.Error returned as is passes
 // through unchanged.
 type Backend interface {
-	// Add attaches req.Netns to the network under req.IfName. An existing
-	// interface of that name in the namespace, or an existing attachment
-	// with that Key, fails with ErrExists and changes nothing. A name
+	// Add attaches req.Netns to the network under req.IfName. An ADD that
+	// repeats a whole attachment's Key and request (a runtime retrying an
+	// ADD whose plugin died after the commit) gets that attachment back.
+	// An existing interface of that name in the namespace, or an
+	// attachment with that Key made for another request or left damaged,
+	// fails with ErrExists and changes nothing. A name
 	// already used by another endpoint of the network fails with
 	// ErrNameInUse (the plugin then retries once under the short ID).
 	Add(ctx context.Context, req AddRequest) (*Attachment, error)
