@@ -364,3 +364,40 @@ func TestCNIErrorKinds(t *testing.T) {
 		t.Error("nil became an error")
 	}
 }
+
+// A runtime that retries an ADD whose answer it never read (the plugin
+// was killed after the commit) gets the attachment back, changing
+// nothing; a damaged attachment, or another request under the same key,
+// is still refused (one whose veth vanished is reclaimed first, and so
+// made anew).
+func TestFakeAttachRetriedAdd(t *testing.T) {
+	m, fk := newAttachManager(t)
+	c1 := fk.AddNetns("c1")
+	spec := attachSpec("aaaa", "eth0", c1, "web")
+	spec.Aliases = []string{"api"}
+	first := mustAttach(t, m, spec)
+	before := capture(t, m, fk)
+	again, err := m.Attach(spec)
+	if err != nil {
+		t.Fatalf("retried ADD: %v", err)
+	}
+	if again.Endpoint.IPv4 != first.Endpoint.IPv4 || again.Endpoint.IPv6 != first.Endpoint.IPv6 ||
+		again.Endpoint.HostVeth != first.Endpoint.HostVeth || again.Endpoint.MAC != first.Endpoint.MAC {
+		t.Errorf("retried ADD answered %+v, want the first one's %+v", again.Endpoint, first.Endpoint)
+	}
+	if d := before.diff(capture(t, m, fk)); d != "" {
+		t.Errorf("a retried ADD changed things:\n%s", d)
+	}
+	other := spec
+	other.Aliases = []string{"db"}
+	if _, err := m.Attach(other); !errors.Is(err, ErrAttachmentExists) {
+		t.Errorf("same key, other aliases: %v, want %v", err, ErrAttachmentExists)
+	}
+	// The container's address gone: CHECK's failure, and no retry's answer.
+	in := fk.State().Netns[c1]["eth0"]
+	in.Addrs = nil
+	fk.SetIface(c1, "eth0", in)
+	if _, err := m.Attach(spec); !errors.Is(err, ErrAttachmentExists) {
+		t.Errorf("retried ADD of a damaged attachment: %v, want %v", err, ErrAttachmentExists)
+	}
+}

@@ -414,3 +414,43 @@ func TestFakeDockerConcurrentReservations(t *testing.T) {
 		t.Errorf("%d reservations recorded, want %d", len(f.Endpoints), n)
 	}
 }
+
+// Docker releases a failed CreateEndpoint's addresses and sends no
+// DeleteEndpoint: a release of the address of an endpoint in no sandbox
+// removes the endpoint (its veth goes to the reaper) and frees the
+// address; a joined endpoint's address stays. A CreateEndpoint repeated
+// with the same ID and addresses gets the endpoint back.
+func TestFakeDockerReleaseOfUnjoinedEndpoint(t *testing.T) {
+	m, fk := newFakeDockerManager(t)
+	m.reap = func() {}
+	ep := dockerUp(t, m, dockerEP1, netip.Addr{})
+	again, err := m.DockerCreateEndpoint(DockerEndpointSpec{Network: "dn", EndpointID: dockerEP1, DockerNetwork: dockerNet, IPv4: ep.IPv4, IPv6: ep.IPv6})
+	if err != nil || again.HostVeth != ep.HostVeth {
+		t.Fatalf("repeated CreateEndpoint = %+v, %v; want the endpoint with veth %s", again, err, ep.HostVeth)
+	}
+	if _, err := m.DockerCreateEndpoint(DockerEndpointSpec{Network: "dn", EndpointID: dockerEP1, DockerNetwork: dockerNet, IPv4: ep.IPv4.Next(), IPv6: ep.IPv6}); err == nil {
+		t.Error("CreateEndpoint with the same ID and another address: no error")
+	}
+	joined := dockerUp(t, m, dockerEP2, netip.Addr{})
+	if _, err := m.DockerJoin("dn", dockerEP2, "/var/run/docker/netns/abc"); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range []netip.Addr{ep.IPv4, ep.IPv6, joined.IPv4} {
+		if err := m.DockerRelease("dn", a); err != nil {
+			t.Fatalf("release %s: %v", a, err)
+		}
+	}
+	f := networkFile(t, m, "dn")
+	if len(f.Endpoints) != 1 || f.Endpoints[0].Attachment.ID != dockerEP2 {
+		t.Errorf("endpoints after the releases: %+v; want only the joined one", f.Endpoints)
+	}
+	if len(f.PendingDelete) != 1 || f.PendingDelete[0].Name != ep.HostVeth {
+		t.Errorf("pending deletion %+v, want %s", f.PendingDelete, ep.HostVeth)
+	}
+	if l, ok := fk.State().Links[ep.HostVeth]; ok && l.Master != "" {
+		t.Errorf("released endpoint's veth still on bridge %s", l.Master)
+	}
+	if a, err := m.DockerReserve("dn", false, ep.IPv4); err != nil || a != ep.IPv4 {
+		t.Errorf("reserve the released %s: %s, %v", ep.IPv4, a, err)
+	}
+}
