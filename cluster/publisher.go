@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -270,31 +271,53 @@ type change struct {
 }
 
 // diff returns the operations that make the mirror equal to want, all
-// under lease, and their effect on the mirror.
+// under lease, and their effect on the mirror: the host record first,
+// then the gateways, then the endpoints. The order matters when apply
+// needs several transactions (more than maxTxnOps keys, as when a host
+// publishes everything again under a new lease after a partition): the
+// other hosts' overlays skip the endpoints of a host without its record
+// (no VTEP to send to), so its names would be back in DNS while traffic
+// to them waited for the last transaction, or for a retry after it
+// failed (issue 13: a heal with names back and traffic seconds later).
 func (p *Publisher) diff(want map[string]string, lease clientv3.LeaseID) ([]clientv3.Op, []change) {
-	var ops []clientv3.Op
 	var changes []change
 	for k, m := range p.mirror {
 		w, ok := want[k]
 		switch {
 		case !ok:
-			ops = append(ops, clientv3.OpDelete(k))
 			changes = append(changes, change{key: k, deleted: true})
 		case w != m.value || m.lease != lease:
-			ops = append(ops, clientv3.OpPut(k, w, clientv3.WithLease(lease)))
 			changes = append(changes, change{key: k, value: w})
 		}
 	}
-	keys := make([]string, 0, len(want))
-	for k := range want {
+	for k, w := range want {
 		if _, ok := p.mirror[k]; !ok {
-			keys = append(keys, k)
+			changes = append(changes, change{key: k, value: w})
 		}
 	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		ops = append(ops, clientv3.OpPut(k, want[k], clientv3.WithLease(lease)))
-		changes = append(changes, change{key: k, value: want[k]})
+	rank := func(k string) int {
+		switch {
+		case k == p.keys.Host(p.host):
+			return 0
+		case strings.HasPrefix(k, p.keys.HostGateways(p.host)):
+			return 1
+		}
+		return 2
+	}
+	sort.Slice(changes, func(i, j int) bool {
+		ri, rj := rank(changes[i].key), rank(changes[j].key)
+		if ri != rj {
+			return ri < rj
+		}
+		return changes[i].key < changes[j].key
+	})
+	ops := make([]clientv3.Op, 0, len(changes))
+	for _, c := range changes {
+		if c.deleted {
+			ops = append(ops, clientv3.OpDelete(c.key))
+		} else {
+			ops = append(ops, clientv3.OpPut(c.key, c.value, clientv3.WithLease(lease)))
+		}
 	}
 	return ops, changes
 }
