@@ -84,7 +84,7 @@ func (p *Publisher) Writes() uint64 { return p.writes.Load() }
 // Run publishes until ctx is done. Failures are logged and retried with
 // backoff; a new lease publishes everything again.
 func (p *Publisher) Run(ctx context.Context) error {
-	var retry backoff.Backoff
+	retry := backoff.Backoff{Max: backoff.ClusterMax}
 	resync := time.NewTimer(p.Resync)
 	defer resync.Stop()
 	failing, full := false, true
@@ -98,11 +98,30 @@ func (p *Publisher) Run(ctx context.Context) error {
 			continue
 		}
 		var wait <-chan time.Time
-		_, err := p.sync(ctx, lease, full)
+		// A sync under a lease that goes meanwhile is abandoned: a read
+		// begun while etcd was cut off waits for the server's request
+		// timeout (7 s), and would hold back publishing under the new
+		// lease that much after the partition heals.
+		sctx, cancel := context.WithCancel(ctx)
+		go func() {
+			select {
+			case <-changed:
+				cancel()
+			case <-sctx.Done():
+			}
+		}()
+		_, err := p.sync(sctx, lease, full)
+		cancel()
 		full = false
 		if err != nil {
 			if ctx.Err() != nil {
 				break
+			}
+			select {
+			case <-changed:
+				full = true
+				continue // again under the new lease
+			default:
 			}
 			if !failing {
 				p.log.Warn("cluster: publishing this host's records failed; retrying", "host", p.host, "err", err)
@@ -216,6 +235,8 @@ type mirrored struct {
 
 // read loads this host's keys, in one revision, into the mirror.
 func (p *Publisher) read(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
 	resp, err := p.cli.Txn(ctx).Then(
 		clientv3.OpGet(p.keys.Host(p.host)),
 		clientv3.OpGet(p.keys.HostGateways(p.host), clientv3.WithPrefix()),
@@ -246,6 +267,8 @@ func (p *Publisher) verify(ctx context.Context) (bool, error) {
 			// Keys only: etcd counts before it filters by revision.
 			clientv3.OpGet(k, append([]clientv3.OpOption{clientv3.WithKeysOnly(), clientv3.WithMinModRev(p.mirrorRev + 1)}, ranges[i]...)...))
 	}
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
 	resp, err := p.cli.Txn(ctx).Then(ops...).Commit()
 	if err != nil {
 		return false, fmt.Errorf("cluster: check host %s's records: %w", p.host, err)
@@ -330,11 +353,13 @@ func (p *Publisher) apply(ctx context.Context, ops []clientv3.Op, changes []chan
 	for len(ops) > 0 {
 		n := min(len(ops), maxTxnOps)
 		rev := p.mirrorRev
-		resp, err := p.cli.Txn(ctx).If(
+		tctx, cancel := context.WithTimeout(ctx, requestTimeout)
+		resp, err := p.cli.Txn(tctx).If(
 			clientv3.Compare(clientv3.ModRevision(p.keys.Host(p.host)), "<", rev+1),
 			clientv3.Compare(clientv3.ModRevision(p.keys.HostGateways(p.host)), "<", rev+1).WithPrefix(),
 			clientv3.Compare(clientv3.ModRevision(p.keys.HostEndpoints(p.host)), "<", rev+1).WithPrefix(),
 		).Then(ops[:n]...).Commit()
+		cancel()
 		if err != nil {
 			return false, fmt.Errorf("cluster: write host %s's records: %w", p.host, err)
 		}
