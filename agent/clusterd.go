@@ -214,7 +214,7 @@ func (v *clusterView) removed(name string, created time.Time) bool {
 // calling changed after every listing and every batch of events. While
 // etcd is unreachable the view keeps its last records.
 func (v *clusterView) follow(ctx context.Context, cli *clientv3.Client, changed func(), logf func(string, ...any)) {
-	var retry backoff.Backoff
+	retry := backoff.Backoff{Max: backoff.ClusterMax}
 	for ctx.Err() == nil {
 		start := time.Now()
 		lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -234,6 +234,9 @@ func (v *clusterView) follow(ctx context.Context, cli *clientv3.Client, changed 
 		}
 		v.listed = start
 		v.mu.Unlock()
+		// A listing proves etcd good again: the next loss retries at once
+		// (without it the delay stayed at its ceiling for the agent's life).
+		retry.Reset()
 		changed()
 		err = v.watch(ctx, cli, resp.Header.Revision+1, changed)
 		if ctx.Err() != nil {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -83,7 +84,7 @@ func (p *Publisher) Writes() uint64 { return p.writes.Load() }
 // Run publishes until ctx is done. Failures are logged and retried with
 // backoff; a new lease publishes everything again.
 func (p *Publisher) Run(ctx context.Context) error {
-	var retry backoff.Backoff
+	retry := backoff.Backoff{Max: backoff.ClusterMax}
 	resync := time.NewTimer(p.Resync)
 	defer resync.Stop()
 	failing, full := false, true
@@ -97,11 +98,30 @@ func (p *Publisher) Run(ctx context.Context) error {
 			continue
 		}
 		var wait <-chan time.Time
-		_, err := p.sync(ctx, lease, full)
+		// A sync under a lease that goes meanwhile is abandoned: a read
+		// begun while etcd was cut off waits for the server's request
+		// timeout (7 s), and would hold back publishing under the new
+		// lease that much after the partition heals.
+		sctx, cancel := context.WithCancel(ctx)
+		go func() {
+			select {
+			case <-changed:
+				cancel()
+			case <-sctx.Done():
+			}
+		}()
+		_, err := p.sync(sctx, lease, full)
+		cancel()
 		full = false
 		if err != nil {
 			if ctx.Err() != nil {
 				break
+			}
+			select {
+			case <-changed:
+				full = true
+				continue // again under the new lease
+			default:
 			}
 			if !failing {
 				p.log.Warn("cluster: publishing this host's records failed; retrying", "host", p.host, "err", err)
@@ -215,6 +235,8 @@ type mirrored struct {
 
 // read loads this host's keys, in one revision, into the mirror.
 func (p *Publisher) read(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
 	resp, err := p.cli.Txn(ctx).Then(
 		clientv3.OpGet(p.keys.Host(p.host)),
 		clientv3.OpGet(p.keys.HostGateways(p.host), clientv3.WithPrefix()),
@@ -245,6 +267,8 @@ func (p *Publisher) verify(ctx context.Context) (bool, error) {
 			// Keys only: etcd counts before it filters by revision.
 			clientv3.OpGet(k, append([]clientv3.OpOption{clientv3.WithKeysOnly(), clientv3.WithMinModRev(p.mirrorRev + 1)}, ranges[i]...)...))
 	}
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
 	resp, err := p.cli.Txn(ctx).Then(ops...).Commit()
 	if err != nil {
 		return false, fmt.Errorf("cluster: check host %s's records: %w", p.host, err)
@@ -270,31 +294,53 @@ type change struct {
 }
 
 // diff returns the operations that make the mirror equal to want, all
-// under lease, and their effect on the mirror.
+// under lease, and their effect on the mirror: the host record first,
+// then the gateways, then the endpoints. The order matters when apply
+// needs several transactions (more than maxTxnOps keys, as when a host
+// publishes everything again under a new lease after a partition): the
+// other hosts' overlays skip the endpoints of a host without its record
+// (no VTEP to send to), so its names would be back in DNS while traffic
+// to them waited for the last transaction, or for a retry after it
+// failed (issue 13: a heal with names back and traffic seconds later).
 func (p *Publisher) diff(want map[string]string, lease clientv3.LeaseID) ([]clientv3.Op, []change) {
-	var ops []clientv3.Op
 	var changes []change
 	for k, m := range p.mirror {
 		w, ok := want[k]
 		switch {
 		case !ok:
-			ops = append(ops, clientv3.OpDelete(k))
 			changes = append(changes, change{key: k, deleted: true})
 		case w != m.value || m.lease != lease:
-			ops = append(ops, clientv3.OpPut(k, w, clientv3.WithLease(lease)))
 			changes = append(changes, change{key: k, value: w})
 		}
 	}
-	keys := make([]string, 0, len(want))
-	for k := range want {
+	for k, w := range want {
 		if _, ok := p.mirror[k]; !ok {
-			keys = append(keys, k)
+			changes = append(changes, change{key: k, value: w})
 		}
 	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		ops = append(ops, clientv3.OpPut(k, want[k], clientv3.WithLease(lease)))
-		changes = append(changes, change{key: k, value: want[k]})
+	rank := func(k string) int {
+		switch {
+		case k == p.keys.Host(p.host):
+			return 0
+		case strings.HasPrefix(k, p.keys.HostGateways(p.host)):
+			return 1
+		}
+		return 2
+	}
+	sort.Slice(changes, func(i, j int) bool {
+		ri, rj := rank(changes[i].key), rank(changes[j].key)
+		if ri != rj {
+			return ri < rj
+		}
+		return changes[i].key < changes[j].key
+	})
+	ops := make([]clientv3.Op, 0, len(changes))
+	for _, c := range changes {
+		if c.deleted {
+			ops = append(ops, clientv3.OpDelete(c.key))
+		} else {
+			ops = append(ops, clientv3.OpPut(c.key, c.value, clientv3.WithLease(lease)))
+		}
 	}
 	return ops, changes
 }
@@ -307,11 +353,13 @@ func (p *Publisher) apply(ctx context.Context, ops []clientv3.Op, changes []chan
 	for len(ops) > 0 {
 		n := min(len(ops), maxTxnOps)
 		rev := p.mirrorRev
-		resp, err := p.cli.Txn(ctx).If(
+		tctx, cancel := context.WithTimeout(ctx, requestTimeout)
+		resp, err := p.cli.Txn(tctx).If(
 			clientv3.Compare(clientv3.ModRevision(p.keys.Host(p.host)), "<", rev+1),
 			clientv3.Compare(clientv3.ModRevision(p.keys.HostGateways(p.host)), "<", rev+1).WithPrefix(),
 			clientv3.Compare(clientv3.ModRevision(p.keys.HostEndpoints(p.host)), "<", rev+1).WithPrefix(),
 		).Then(ops[:n]...).Commit()
+		cancel()
 		if err != nil {
 			return false, fmt.Errorf("cluster: write host %s's records: %w", p.host, err)
 		}

@@ -149,6 +149,52 @@ func TestPublisherOneRevisionPerChangeAndIdempotent(t *testing.T) {
 	}
 }
 
+// A publish of more keys than one transaction takes (a host with many
+// endpoints publishing again under a new lease after a partition) writes
+// the host record in the first transaction: the other hosts' overlays
+// need it (the VTEP) before any endpoint of the host is of use to them.
+func TestPublisherHostRecordInFirstTransaction(t *testing.T) {
+	srv := etcdtest.Start(t)
+	obs := srv.Client(t)
+	ds := newDesired()
+	n := 2*maxTxnOps + 10
+	for i := range n {
+		ds.put("testnet", fmt.Sprintf("e%03d", i), fmt.Sprintf("c%d", i), fmt.Sprintf("10.0.%d.%d", i/250, 2+i%250))
+	}
+	ds.d.Gateways["testnet"] = GatewayRecord{IPv4: "10.0.0.1"}
+	r0 := rev(t, obs)
+	startHost(t, srv, "h1", 5*time.Second, ds)
+	wch := obs.Watch(ctxT(t), testKeys.Root(), clientv3.WithPrefix(), clientv3.WithRev(r0+1))
+	first := map[string]bool{}
+	var firstRev int64
+	seen := 0
+	for seen < n+2 {
+		select {
+		case wr := <-wch:
+			if err := wr.Err(); err != nil {
+				t.Fatal(err)
+			}
+			for _, ev := range wr.Events {
+				seen++
+				if firstRev == 0 {
+					firstRev = ev.Kv.ModRevision
+				}
+				if ev.Kv.ModRevision == firstRev {
+					first[string(ev.Kv.Key)] = true
+				}
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("only %d of %d keys published after 10 s", seen, n+2)
+		}
+	}
+	if !first[testKeys.Host("h1")] || !first[testKeys.Gateway("h1", "testnet")] {
+		t.Fatalf("first transaction (revision %d, %d keys) lacks the host record or the gateway", firstRev, len(first))
+	}
+	if len(first) != maxTxnOps {
+		t.Fatalf("first transaction wrote %d keys, want %d", len(first), maxTxnOps)
+	}
+}
+
 func TestLeaseExpiryDeletesHostInOneRevision(t *testing.T) {
 	srv := etcdtest.Start(t)
 	ds := newDesired()

@@ -73,7 +73,7 @@ func (s *Session) set(id clientv3.LeaseID) {
 // restart within the TTL is invisible to the other hosts (Revoke is for
 // leaving the cluster).
 func (s *Session) Run(ctx context.Context) error {
-	var retry backoff.Backoff
+	retry := backoff.Backoff{Max: backoff.ClusterMax}
 	for ctx.Err() == nil {
 		id, ka, err := s.grant(ctx)
 		if err != nil {
@@ -104,8 +104,17 @@ func (s *Session) Run(ctx context.Context) error {
 	return nil
 }
 
+// requestTimeout bounds each etcd request of the session and the
+// publisher. A healthy member answers in milliseconds; a request whose
+// message a member lost (its peer connection dying as a partition heals)
+// is otherwise answered only by the server's own request timeout (7 s
+// with the default election timeout), and the lease or the records come
+// back that much later (issue 13). Abandoned, it is tried again within
+// backoff.ClusterMax.
+const requestTimeout = 2 * time.Second
+
 func (s *Session) grant(ctx context.Context) (clientv3.LeaseID, <-chan *clientv3.LeaseKeepAliveResponse, error) {
-	gctx, cancel := context.WithTimeout(ctx, time.Duration(s.ttl)*time.Second)
+	gctx, cancel := context.WithTimeout(ctx, min(requestTimeout, time.Duration(s.ttl)*time.Second))
 	defer cancel()
 	g, err := s.cli.Grant(gctx, s.ttl)
 	if err != nil {
