@@ -8,8 +8,6 @@ import (
 
 	"github.com/coredns/coredns/plugin"
 	"github.com/coredns/coredns/plugin/metrics"
-	"github.com/coredns/coredns/plugin/metrics/vars"
-	"github.com/coredns/coredns/plugin/pkg/rcode"
 	"github.com/coredns/coredns/request"
 	"github.com/miekg/dns"
 )
@@ -25,20 +23,21 @@ import (
 // beyond a bare netalias block's (under dnsperf).
 //
 // metricsShortcut does the same from the gate, for the queries netalias
-// answers: the same vars.Report call with the same arguments as
-// prometheus's ServeDNS (CoreDNS v1.15 plugin/metrics/handler.go), so every
-// metric a Prometheus user sees is the same (tests compare them, series by
-// series, with the chain's). Queries netalias does not answer (it would
-// call the next plugin) go through the real chain, from prometheus on. It
-// is a copy of CoreDNS's handler, not a use of it: a CoreDNS upgrade that
-// changes plugin/metrics/handler.go must change this too (the tests fail
-// when the series differ).
+// answers: what prometheus's ServeDNS (CoreDNS v1.15
+// plugin/metrics/handler.go) and vars.Report (vars/report.go) do, with the
+// same label values in the same series, so every metric a Prometheus user
+// sees is the same (tests compare them, series by series, with the real
+// chain's). Queries netalias does not answer (it would call the next
+// plugin) go through the real chain, from prometheus on. It is a copy of
+// CoreDNS's code, not a use of it: a CoreDNS upgrade that changes those
+// two files must change this too (the tests fail when the series differ).
 type metricsShortcut struct {
 	m *metrics.Metrics
 	// label is the "plugin" label of coredns_dns_responses_total: the
 	// writer prometheus hands down learns the name of the plugin right
 	// after it (its next), whichever plugin further down writes.
-	label string
+	label  string
+	series seriesCache
 }
 
 var (
@@ -113,8 +112,9 @@ func (s *metricsShortcut) start(w dns.ResponseWriter, r *dns.Msg) *shortcutWrite
 	return rw
 }
 
-// report is the end of prometheus's ServeDNS. Its request.Request is made
-// after the write where prometheus's was made before: the same, since
+// report is the end of prometheus's ServeDNS: vars.Report's counting,
+// with its series from the cache (see seriesCache). Its request.Request is
+// made after the write where prometheus's was made before: the same, since
 // prometheus's computes nothing it keeps (Do, Size, Family) before Report.
 //
 //go:noinline
@@ -124,8 +124,15 @@ func (s *metricsShortcut) report(ctx context.Context, r *dns.Msg, rw *shortcutWr
 	if !plugin.ClientWrite(status) {
 		rc = status
 	}
-	vars.Report(metrics.WithServer(ctx), state, rw.zone, metrics.WithView(ctx), rcode.ToString(rc), rw.plugin,
-		rw.size, rw.start, vars.WithOriginalReqSize(rw.reqSize))
+	k := seriesKey{
+		server: metrics.WithServer(ctx), zone: rw.zone, view: metrics.WithView(ctx), proto: state.Proto(),
+		plugin: rw.plugin, rcode: rc, qtype: state.QType(), v6: state.Family() == 2, do: state.Do(),
+	}
+	reqSize := rw.reqSize
+	if reqSize <= 0 { // as Report: the original size, or the request's now
+		reqSize = state.Len()
+	}
+	s.series.get(k).count(rw.start, rw.size, reqSize)
 }
 
 // shortcutWriter records what prometheus's recorder (dnstest.Recorder)

@@ -12,6 +12,9 @@ import (
 	"github.com/coredns/caddy"
 	"github.com/coredns/coredns/core/dnsserver"
 	"github.com/coredns/coredns/plugin"
+	"github.com/coredns/coredns/plugin/metrics/vars"
+	"github.com/coredns/coredns/plugin/test"
+	"github.com/coredns/coredns/request"
 	_ "github.com/coredns/coredns/plugin/errors"
 	_ "github.com/coredns/coredns/plugin/log"
 	_ "github.com/coredns/coredns/plugin/metrics"
@@ -242,6 +245,7 @@ func TestShortcutSameAnswersAndMetrics(t *testing.T) {
 		{"NOERROR ANY", "udp", "d0.dual.", dns.TypeANY, false, dns.RcodeSuccess, false},
 		{"NODATA", "udp", "e0.big.", dns.TypeAAAA, false, dns.RcodeSuccess, false},
 		{"NODATA MX", "udp", "e0.big.", dns.TypeMX, false, dns.RcodeSuccess, false},
+		{"NODATA CAA (type other)", "udp", "e0.big.", dns.TypeCAA, false, dns.RcodeSuccess, false},
 		{"NXDOMAIN", "udp", "nope.big.", dns.TypeA, false, dns.RcodeNameError, false},
 		{"bare name from the host: next plugin", "udp", "e0%s.", dns.TypeA, false, dns.RcodeServerFailure, false},
 		{"truncated UDP", "udp", "all.big.", dns.TypeA, false, dns.RcodeSuccess, true},
@@ -294,5 +298,67 @@ func TestShortcutSameAnswersAndMetrics(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// qtypeLabel labels every qtype as vars.Report does: each of the 65,536
+// reported once through Report under a server of its own, the type labels
+// and their counts are those qtypeLabel gives.
+func TestQtypeLabelIsReports(t *testing.T) {
+	const srv = "netalias-qtype-probe"
+	want := map[string]float64{}
+	w := &test.ResponseWriter{}
+	for qt := 0; qt <= 0xffff; qt++ {
+		m := new(dns.Msg)
+		m.SetQuestion("q.", uint16(qt))
+		vars.Report(srv, request.Request{W: w, Req: m}, ".", "", "NOERROR", "netalias", 40, time.Now())
+		want[qtypeLabel(uint16(qt))]++
+	}
+	got := map[string]float64{}
+	for k, v := range metricsOf(t, srv) {
+		if strings.HasPrefix(k, "coredns_dns_requests_total{") {
+			for _, l := range strings.Split(strings.Trim(k[strings.Index(k, "{"):], "{}"), ",") {
+				if typ, ok := strings.CutPrefix(l, "type="); ok {
+					got[typ] += v
+				}
+			}
+		}
+	}
+	if len(got) != len(want) || len(want) != len(monitoredTypes)+1 {
+		t.Fatalf("type labels: Report %v, qtypeLabel %v", got, want)
+	}
+	for typ, n := range want {
+		if got[typ] != n {
+			t.Errorf("type %q: %v through Report, %v by qtypeLabel", typ, got[typ], n)
+		}
+	}
+}
+
+// The series cache stops growing at maxSeriesKeys; past it, replies still
+// count in their own series.
+func TestSeriesCacheBound(t *testing.T) {
+	var c seriesCache
+	const srv = "netalias-cache-probe"
+	for i := 0; i < maxSeriesKeys+100; i++ {
+		c.get(seriesKey{server: srv, zone: ".", proto: "udp", plugin: "netalias", rcode: i % 24, qtype: uint16(i)}).count(time.Now(), 40, 30)
+	}
+	if n := c.n.Load(); n != maxSeriesKeys {
+		t.Fatalf("%d keys cached, want %d", n, maxSeriesKeys)
+	}
+	total := 0.0
+	for k, v := range metricsOf(t, srv) {
+		if strings.HasPrefix(k, "coredns_dns_responses_total{") && strings.Contains(k, "rcode=NOTAUTH,") {
+			total += v
+		}
+	}
+	// rcode 9 (NOTAUTH): i = 9, 33, 57... below maxSeriesKeys+100.
+	want := 0.0
+	for i := 0; i < maxSeriesKeys+100; i++ {
+		if i%24 == 9 {
+			want++
+		}
+	}
+	if total != want {
+		t.Fatalf("NOTAUTH responses %v, want %v", total, want)
 	}
 }
