@@ -163,7 +163,10 @@ func responses(m map[string]float64) float64 {
 	return n
 }
 
-// settled waits until srv's metrics show one more response than before.
+// settled waits until srv's metrics show one more response than before,
+// and returns them gathered again after that: a gathering is not atomic
+// (the families are collected one by one), so the one that saw the rcode
+// counted may have read other families before the rest of that Report.
 func settled(t *testing.T, srv string, before map[string]float64) map[string]float64 {
 	t.Helper()
 	want := responses(before) + 1
@@ -172,6 +175,10 @@ func settled(t *testing.T, srv string, before map[string]float64) map[string]flo
 		m := metricsOf(t, srv)
 		switch n := responses(m); {
 		case n == want:
+			m = metricsOf(t, srv)
+			if n := responses(m); n != want {
+				t.Fatalf("%v responses reported, want %v", n, want)
+			}
 			return m
 		case n > want:
 			t.Fatalf("%v responses reported, want %v", n, want)
@@ -180,6 +187,23 @@ func settled(t *testing.T, srv string, before map[string]float64) map[string]flo
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
+}
+
+// quiet returns srv's metrics once they stop changing: the reports of
+// earlier queries (the start-up probes) done.
+func quiet(t *testing.T, srv string) map[string]float64 {
+	t.Helper()
+	m := metricsOf(t, srv)
+	for i := 0; i < 250; i++ {
+		time.Sleep(20 * time.Millisecond)
+		next := metricsOf(t, srv)
+		if len(delta(m, next)) == 0 {
+			return next
+		}
+		m = next
+	}
+	t.Fatal("metrics never stopped changing")
+	return nil
 }
 
 // comparable is a reply without what legitimately differs between two
@@ -261,7 +285,7 @@ func TestShortcutSameAnswersAndMetrics(t *testing.T) {
 	} {
 		t.Run(q.what, func(t *testing.T) {
 			defer shortcutOff.Store(false)
-			m0 := metricsOf(t, srv)
+			m0 := quiet(t, srv)
 			name := func(run string) string {
 				if strings.Contains(q.name, "%s") {
 					return fmt.Sprintf(q.name, run)
