@@ -103,6 +103,9 @@ func remoteAddr(w dns.ResponseWriter) netip.Addr {
 // ServeDNS implements plugin.Handler.
 func (h *Netalias) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Msg) (int, error) {
 	if len(r.Question) != 1 || r.Opcode != dns.OpcodeQuery {
+		if declined(w) {
+			return 0, nil // the real chain passes it on
+		}
 		return plugin.NextOrFailure(h.Name(), h.Next, ctx, w, r)
 	}
 	src := remoteAddr(w)
@@ -253,6 +256,9 @@ func (h *Netalias) ptr(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, sn
 }
 
 func (h *Netalias) next(ctx context.Context, w dns.ResponseWriter, r *dns.Msg) (int, error) {
+	if declined(w) {
+		return 0, nil // the real chain counts it and passes it on
+	}
 	h.m.get(ctx).next.Inc()
 	return plugin.NextOrFailure(h.Name(), h.Next, ctx, w, r)
 }
