@@ -27,7 +27,7 @@ func TestSidecarImage(t *testing.T) {
 	for _, f := range []string{"Dockerfile", ".dockerignore", "Corefile.example"} {
 		sidecarCopy(t, filepath.Join("..", f), filepath.Join(ctxDir, f))
 	}
-	for _, b := range []string{"coredns", "netalias"} {
+	for _, b := range []string{"coredns", "netalias", "netalias-full"} {
 		sidecarCopy(t, binary(t, b), filepath.Join(ctxDir, "bin", b))
 	}
 	suffix := sidecarSuffix(t, 4)
@@ -41,6 +41,10 @@ func TestSidecarImage(t *testing.T) {
 	}
 	if out := sidecarRun(t, "docker", "run", "--rm", "--entrypoint", "/netalias", image, "--help"); !strings.Contains(out, "network") {
 		t.Fatalf("netalias --help in the image says:\n%s", out)
+	}
+	// The light netalias finds netalias-full beside it.
+	if out := sidecarRun(t, "docker", "run", "--rm", "--entrypoint", "/netalias", image, "docker-plugin", "--help"); !strings.Contains(out, "--docker-host") {
+		t.Fatalf("netalias docker-plugin --help in the image says:\n%s", out)
 	}
 
 	stateDir := t.TempDir()
