@@ -76,9 +76,10 @@ type Manager struct {
 	pools   []ipam.Pool
 	emit    func(events.Event)
 	reap    func()
-	// reapBackoff is the first pause between the reaper's attempts.
-	reapBackoff time.Duration
-	cl          *clusterMode // nil: single host
+	// reapBackoff is the first pause between the reaper's attempts;
+	// reapBatch how long it lets veths queue before a deletion.
+	reapBackoff, reapBatch time.Duration
+	cl                     *clusterMode // nil: single host
 }
 
 // New opens the state directory.
@@ -99,7 +100,7 @@ func New(o Options) (*Manager, error) {
 		}
 	}
 	m := &Manager{store: st, table: firewall.TableName(st.Dir, state.DefaultDir), group: reapGroup(st.Dir),
-		pools: pools, emit: o.Emit, reap: o.Reap, files: st, k: o.Kernel.withDefaults(), log: o.Log, reapBackoff: 50 * time.Millisecond}
+		pools: pools, emit: o.Emit, reap: o.Reap, files: st, k: o.Kernel.withDefaults(), log: o.Log, reapBackoff: 50 * time.Millisecond, reapBatch: 200 * time.Millisecond}
 	if m.log == nil {
 		m.log = slog.Default()
 	}

@@ -472,6 +472,18 @@ func (m *Manager) reapLocked() error {
 		if again { // the kernel refused one: back off
 			time.Sleep(pause)
 			pause *= 2
+		} else if len(tries) > 0 {
+			// Veths queued since the last pass: disconnects come in a
+			// stream. Let more of them queue, so that one deletion (one
+			// wait for the kernel, which holds its lock through it) takes
+			// the batch instead of stalling every disconnect in turn
+			// (bench/agent.sh: disconnect 0.60 of netavark's teardown
+			// without the pause, 0.43-0.47 with it).
+			time.Sleep(m.reapBatch)
+			if names, _, err = m.pendingNames(); err != nil {
+				return err
+			}
+			todo = slices.DeleteFunc(names, func(n string) bool { return tries[n] >= reapAttempts })
 		}
 		for _, n := range todo {
 			tries[n]++
