@@ -51,7 +51,10 @@ func startChain(t *testing.T, extra, tail string, files ...*state.File) (addr st
 	if err != nil {
 		t.Fatalf("start: %v", err)
 	}
-	t.Cleanup(func() { inst.Stop() })
+	// As CoreDNS stops: the shutdown callbacks (they stop the sources,
+	// which would otherwise outlive the test and recreate its removed
+	// state directory), then the servers.
+	t.Cleanup(func() { inst.ShutdownCallbacks(); inst.Stop() })
 	udp := fmt.Sprintf("127.0.0.1:%d", port)
 	// Wait for the first load with names never asked before: an answer the
 	// cache kept from before the load (SERVFAIL: no next plugin) would
