@@ -31,7 +31,11 @@ type AttachSpec struct {
 	ContainerID, IfName string
 	Netns               string // namespace path
 	Name                string // endpoint name, a DNS label
-	Aliases             []string
+	// Fallback is the name the front uses when Name is taken (the CNI
+	// plugin's short container ID): a retried request finds its
+	// attachment under it while Name is still taken.
+	Fallback string
+	Aliases  []string
 	// Static addresses; the zero Addr allocates (sticky by Name).
 	IPv4, IPv6 netip.Addr
 	MAC        net.HardwareAddr // nil: derived from the IPv4 address
@@ -101,7 +105,7 @@ func (m *Manager) Attach(spec AttachSpec) (*Attached, error) {
 	}
 	defer lk.Unlock()
 	n := f.Network
-	if i := attachmentIndex(f, spec.ContainerID, spec.IfName); i >= 0 && sameAttach(f.Endpoints[i], spec) {
+	if i := attachmentIndex(f, spec.ContainerID, spec.IfName); i >= 0 && retried(f, i, spec) {
 		// The runtime asks again for what it got: an ADD whose answer it
 		// never read (the plugin was killed after the commit). A whole
 		// attachment is the answer; a damaged one is refused below.
@@ -167,6 +171,23 @@ func (m *Manager) Attach(spec AttachSpec) (*Attached, error) {
 	}
 	m.emit(epEvent("connect", n, ep, ""))
 	return &Attached{Endpoint: ep, Network: n, DefaultRoute: route}, nil
+}
+
+// retried says whether attachment i of f is what spec asks for: as
+// sameAttach, or made under spec.Fallback while spec.Name is taken by
+// another endpoint (the first request fell back to it).
+func retried(f *state.File, i int, spec AttachSpec) bool {
+	ep := f.Endpoints[i]
+	if sameAttach(ep, spec) {
+		return true
+	}
+	if spec.Fallback == "" || ep.Name != spec.Fallback {
+		return false
+	}
+	taken := slices.ContainsFunc(f.Endpoints, func(o state.Endpoint) bool { return o.Name == spec.Name })
+	fb := spec
+	fb.Name = spec.Fallback
+	return taken && sameAttach(ep, fb)
 }
 
 // sameAttach says whether the attachment ep is what spec asks for: the

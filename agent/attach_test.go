@@ -401,3 +401,29 @@ func TestFakeAttachRetriedAdd(t *testing.T) {
 		t.Errorf("retried ADD of a damaged attachment: %v, want %v", err, ErrAttachmentExists)
 	}
 }
+
+// A retried ADD whose first run fell back to the short ID (the pod name
+// was taken) finds that attachment while the name is still taken; once
+// the name is free, the short-ID attachment is no answer to it.
+func TestFakeAttachRetriedAddUnderFallback(t *testing.T) {
+	m, fk := newAttachManager(t)
+	c0, c1 := fk.AddNetns("c0"), fk.AddNetns("c1")
+	mustAttach(t, m, attachSpec("0000", "eth0", c0, "web"))          // holds "web"
+	fell := mustAttach(t, m, attachSpec("aaaa", "eth0", c1, "aaaa")) // what the plugin's fallback made
+	retry := attachSpec("aaaa", "eth0", c1, "web")
+	retry.Fallback = "aaaa"
+	before := capture(t, m, fk)
+	got, err := m.Attach(retry)
+	if err != nil || got.Endpoint.IPv4 != fell.Endpoint.IPv4 || got.Endpoint.Name != "aaaa" {
+		t.Fatalf("retried ADD under the fallback = %+v, %v; want the attachment named aaaa at %s", got, err, fell.Endpoint.IPv4)
+	}
+	if d := before.diff(capture(t, m, fk)); d != "" {
+		t.Errorf("a retried ADD changed things:\n%s", d)
+	}
+	if err := m.Detach("n1", "0000", "eth0"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Attach(retry); !errors.Is(err, ErrAttachmentExists) {
+		t.Errorf("with the name free: %v, want %v", err, ErrAttachmentExists)
+	}
+}

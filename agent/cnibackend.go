@@ -36,7 +36,7 @@ func (b CNIBackend) Add(ctx context.Context, req cni.AddRequest) (*cni.Attachmen
 	}
 	a, err := b.M.Attach(AttachSpec{
 		Network: req.Network, CNINetwork: req.CNINetwork, ContainerID: req.ContainerID, IfName: req.IfName,
-		Netns: req.Netns, Name: req.Name, Aliases: req.Aliases, IPv4: req.IPv4, IPv6: req.IPv6, MAC: req.MAC,
+		Netns: req.Netns, Name: req.Name, Fallback: req.Fallback, Aliases: req.Aliases, IPv4: req.IPv4, IPv6: req.IPv6, MAC: req.MAC,
 	})
 	if err != nil {
 		return nil, b.cniError(err)

@@ -21,9 +21,13 @@ type AddRequest struct {
 	Network    string // netalias network (the config's "network"); it exists or the backend returns ErrUnknownNetwork
 	CNINetwork string // the CNI network name (the config's "name"): record it, GC is scoped to it
 	Key
-	Netns   string   // CNI_NETNS, a path
-	Name    string   // endpoint name, a DNS label: K8S_POD_NAME, else the short container ID
-	Aliases []string // DNS names, deduplicated, never equal to Name
+	Netns string // CNI_NETNS, a path
+	Name  string // endpoint name, a DNS label: K8S_POD_NAME, else the short container ID
+	// Fallback is the short container ID when Name is the pod name: the
+	// name the plugin retries under when Name is taken, so a retried ADD
+	// finds an attachment made under it.
+	Fallback string
+	Aliases  []string // DNS names, deduplicated, never equal to Name
 	// Static addresses asked for (ips capability or IP= argument); the
 	// zero Addr means "allocate" (sticky by Name, as connect does).
 	IPv4, IPv6 netip.Addr
@@ -56,7 +60,9 @@ type Attachment struct {
 type Backend interface {
 	// Add attaches req.Netns to the network under req.IfName. An ADD that
 	// repeats a whole attachment's Key and request (a runtime retrying an
-	// ADD whose plugin died after the commit) gets that attachment back.
+	// ADD whose plugin died after the commit) gets that attachment back,
+	// also when it was made under req.Fallback and req.Name is still
+	// taken.
 	// An existing interface of that name in the namespace, or an
 	// attachment with that Key made for another request or left damaged,
 	// fails with ErrExists and changes nothing. A name

@@ -109,13 +109,28 @@ func (f *fakeBackend) Add(_ context.Context, req AddRequest) (*Attachment, error
 	if n.Status == "io" {
 		return nil, fmt.Errorf("write %s: read-only file system: %w", f.path, ErrStateIO)
 	}
+	// As the agent: the key first; the same request again (a runtime
+	// retrying an ADD whose answer it lost) gets the attachment back.
+	var again *fakeAtt
+	for i, a := range n.Attachments {
+		if a.Key != req.Key {
+			continue
+		}
+		taken := slices.Contains(n.Taken, req.Name) || slices.ContainsFunc(n.Attachments, func(o fakeAtt) bool { return o.Name == req.Name })
+		name := a.Name == req.Name || (req.Fallback != "" && a.Name == req.Fallback && taken)
+		if a.Netns != req.Netns || !name || !slices.Equal(a.Aliases, req.Aliases) {
+			return nil, fmt.Errorf("attachment %s/%s already exists on network %q: %w", req.ContainerID, req.IfName, req.Network, ErrExists)
+		}
+		again = &n.Attachments[i]
+	}
+	if again != nil {
+		req.Name = again.Name
+		return f.attachment(n, req, netip.MustParseAddr(again.IPv4), again.IPv6), nil
+	}
 	if slices.Contains(n.Taken, req.Name) {
 		return nil, fmt.Errorf("endpoint name %q is already in use on network %q: %w", req.Name, req.Network, ErrNameInUse)
 	}
 	for _, a := range n.Attachments {
-		if a.Key == req.Key {
-			return nil, fmt.Errorf("attachment %s/%s already exists on network %q: %w", req.ContainerID, req.IfName, req.Network, ErrExists)
-		}
 		if a.Name == req.Name {
 			return nil, fmt.Errorf("endpoint name %q is already in use on network %q: %w", req.Name, req.Network, ErrNameInUse)
 		}
@@ -147,6 +162,35 @@ func (f *fakeBackend) Add(_ context.Context, req AddRequest) (*Attachment, error
 			return nil, fmt.Errorf("network %q: %w in %s", req.Network, ErrNoFreeAddress, sub)
 		}
 	}
+	var ip6 netip.Addr
+	if n.Subnet6 != "" {
+		sub6 := netip.MustParsePrefix(n.Subnet6)
+		ip6 = req.IPv6
+		if !ip6.IsValid() {
+			ip6 = sub6.Addr().Next().Next()
+			for _, a := range n.Attachments {
+				if a.IPv6 == ip6.String() {
+					ip6 = ip6.Next()
+				}
+			}
+		}
+	} else if req.IPv6.IsValid() {
+		return nil, fmt.Errorf("IPv6 address %s asked for but network %q has no IPv6 subnet: %w", req.IPv6, req.Network, ErrInvalid)
+	}
+	var s6 string
+	if ip6.IsValid() {
+		s6 = ip6.String()
+	}
+	att := f.attachment(n, req, ip, s6)
+	rec := fakeAtt{Key: req.Key, CNINetwork: req.CNINetwork, Netns: req.Netns, Name: req.Name, Aliases: req.Aliases, IPv4: ip.String(), IPv6: s6, MAC: att.MAC.String()}
+	n.Attachments = append(n.Attachments, rec)
+	n.Leases = append(n.Leases, fakeAddr{req.Name, ip.String()})
+	return att, nil
+}
+
+// attachment is what an ADD of req at ip (and ip6, "" for none) answers.
+func (f *fakeBackend) attachment(n *fakeNet, req AddRequest, ip netip.Addr, ip6 string) *Attachment {
+	sub := netip.MustParsePrefix(n.Subnet)
 	mac := req.MAC
 	if mac == nil {
 		mac = net.HardwareAddr{0x02, 0x42, 0, 0, 0, 0}
@@ -157,29 +201,14 @@ func (f *fakeBackend) Add(_ context.Context, req AddRequest) (*Attachment, error
 		Network: req.Network, HostVeth: "nav" + hex.EncodeToString(h[:6]),
 		HostMAC: net.HardwareAddr{0x02, 0, h[0], h[1], h[2], h[3]},
 		IfName:  req.IfName, MAC: mac, MTU: n.MTU,
-		IPv4: netip.PrefixFrom(ip, sub.Bits()), Gateway4: gw,
+		IPv4: netip.PrefixFrom(ip, sub.Bits()), Gateway4: sub.Addr().Next(),
 		DefaultRoute: !n.Internal,
 	}
-	rec := fakeAtt{Key: req.Key, CNINetwork: req.CNINetwork, Netns: req.Netns, Name: req.Name, Aliases: req.Aliases, IPv4: ip.String(), MAC: mac.String()}
-	if n.Subnet6 != "" {
+	if ip6 != "" {
 		sub6 := netip.MustParsePrefix(n.Subnet6)
-		ip6 := req.IPv6
-		if !ip6.IsValid() {
-			ip6 = sub6.Addr().Next().Next()
-			for _, a := range n.Attachments {
-				if a.IPv6 == ip6.String() {
-					ip6 = ip6.Next()
-				}
-			}
-		}
-		att.IPv6, att.Gateway6 = netip.PrefixFrom(ip6, sub6.Bits()), sub6.Addr().Next()
-		rec.IPv6 = ip6.String()
-	} else if req.IPv6.IsValid() {
-		return nil, fmt.Errorf("IPv6 address %s asked for but network %q has no IPv6 subnet: %w", req.IPv6, req.Network, ErrInvalid)
+		att.IPv6, att.Gateway6 = netip.PrefixFrom(netip.MustParseAddr(ip6), sub6.Bits()), sub6.Addr().Next()
 	}
-	n.Attachments = append(n.Attachments, rec)
-	n.Leases = append(n.Leases, fakeAddr{req.Name, ip.String()})
-	return att, nil
+	return att
 }
 
 func (f *fakeBackend) Del(_ context.Context, network string, key Key, netns string) error {

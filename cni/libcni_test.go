@@ -469,3 +469,32 @@ func TestChainedAfterAnotherPlugin(t *testing.T) {
 		t.Error("buildResult changed prevResult")
 	}
 }
+
+// A runtime retrying an ADD whose answer it lost (the plugin was killed
+// after the commit) gets the attachment back, also when that ADD fell
+// back to the short ID because the pod name was taken; while the pod
+// name is free, an attachment under the short ID is no answer to it
+// (TestSecondInterfaceSameContainer).
+func TestRetriedAddAfterShortIDFallback(t *testing.T) {
+	nets := testnet()
+	nets["testnet"].Taken = []string{"web"}
+	e := newEnv(t, nets)
+	rt := e.rt("0123456789abcdef", "eth0", e.netns("ns"), [2]string{"K8S_POD_NAME", "web"})
+	list := e.list(ConflistOptions{})
+	first, err := e.lib.AddNetworkList(ctx, list, rt)
+	if err != nil {
+		t.Fatalf("ADD: %v", err)
+	}
+	again, err := e.newLib().AddNetworkList(ctx, list, rt)
+	if err != nil {
+		t.Fatalf("retried ADD: %v", err)
+	}
+	r1, _ := types100.GetResult(first)
+	r2, _ := types100.GetResult(again)
+	if len(r1.IPs) == 0 || len(r2.IPs) == 0 || r1.IPs[0].Address.String() != r2.IPs[0].Address.String() {
+		t.Errorf("retried ADD answered %v, the first %v", r2.IPs, r1.IPs)
+	}
+	if atts := e.state().Networks["testnet"].Attachments; len(atts) != 1 || atts[0].Name != "0123456789ab" {
+		t.Errorf("attachments after the retry: %+v", atts)
+	}
+}

@@ -111,6 +111,9 @@ func (p *plugin) addRequest(c *Config, args *skel.CmdArgs) (AddRequest, *types.E
 		return req, terr
 	}
 	req.Name = endpointName(ca.PodName, args.ContainerID, p.warn)
+	if short := shortID(args.ContainerID); req.Name != short {
+		req.Fallback = short
+	}
 	req.Aliases = aliasList(c.RuntimeConfig.Aliases, c.Name, c.Network, req.Name, p.warn)
 	var err error
 	if len(c.RuntimeConfig.IPs) > 0 {
