@@ -7,11 +7,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"net"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"sort"
 	"sync"
 	"time"
@@ -39,34 +36,7 @@ func ClusterDesired(dir string, vtep netip.Addr) cluster.DesiredFunc {
 	if vtep.IsValid() {
 		host.VTEP = vtep.String()
 	}
-	return func() (*cluster.Desired, error) {
-		d := &cluster.Desired{Host: host, Gateways: map[string]cluster.GatewayRecord{}, Endpoints: map[cluster.EndpointID]cluster.EndpointRecord{}}
-		nd := state.NetworksPath(dir)
-		ents, err := os.ReadDir(nd)
-		if errors.Is(err, fs.ErrNotExist) {
-			return d, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("state directory %s: %w", nd, err)
-		}
-		for _, e := range ents {
-			p := filepath.Join(nd, e.Name())
-			if e.IsDir() || state.NetworkNameFromPath(p) == "" {
-				continue
-			}
-			f, err := state.Read(p)
-			if errors.Is(err, fs.ErrNotExist) {
-				continue
-			}
-			if err != nil {
-				return nil, err // keep what is published rather than withdraw it
-			}
-			if f.Network.Cluster != nil {
-				cluster.AddStateFile(d, f, nil)
-			}
-		}
-		return d, nil
-	}
+	return cluster.StateDirDesired(dir, host, func(f *state.File) bool { return f.Network.Cluster != nil })
 }
 
 // clusterView is this host's copy of the cluster's records that the

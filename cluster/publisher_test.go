@@ -280,7 +280,7 @@ func TestStateDirDesired(t *testing.T) {
 	if err := state.Write(dir, f2); err != nil {
 		t.Fatal(err)
 	}
-	d, err := StateDirDesired(dir, HostRecord{}, func(n string) bool { return n != "local" })()
+	d, err := StateDirDesired(dir, HostRecord{}, func(f *state.File) bool { return f.Network.Name != "local" })()
 	if err != nil {
 		t.Fatal(err)
 	}

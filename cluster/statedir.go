@@ -15,7 +15,7 @@ import (
 // directory: every endpoint of every network file, and the network's
 // gateway as this host's gateway on it. include, when not nil, selects the
 // networks to publish (cluster networks only, say).
-func StateDirDesired(dir string, host HostRecord, include func(network string) bool) DesiredFunc {
+func StateDirDesired(dir string, host HostRecord, include func(f *state.File) bool) DesiredFunc {
 	return func() (*Desired, error) {
 		d := &Desired{Host: host, Gateways: map[string]GatewayRecord{}, Endpoints: map[EndpointID]EndpointRecord{}}
 		nd := state.NetworksPath(dir)
@@ -40,18 +40,17 @@ func StateDirDesired(dir string, host HostRecord, include func(network string) b
 				// from the cluster: fail this sync, keep what is published.
 				return nil, err
 			}
-			AddStateFile(d, f, include)
+			if include == nil || include(f) {
+				addStateFile(d, f)
+			}
 		}
 		return d, nil
 	}
 }
 
-// AddStateFile adds one network file's gateway and endpoints to d.
-func AddStateFile(d *Desired, f *state.File, include func(network string) bool) {
+// addStateFile adds one network file's gateway and endpoints to d.
+func addStateFile(d *Desired, f *state.File) {
 	n := f.Network.Name
-	if include != nil && !include(n) {
-		return
-	}
 	if f.Network.Gateway.IsValid() || f.Network.Gateway6.IsValid() {
 		d.Gateways[n] = GatewayRecord{IPv4: addrString(f.Network.Gateway), IPv6: addrString(f.Network.Gateway6)}
 	}
