@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -267,4 +268,65 @@ func (a *clAgent) fdbDsts() string {
 		}
 	}
 	return strings.Join(keep, "\n")
+}
+
+// healTrace samples, every 100 ms from a partition's heal, what decides
+// whether traffic flows: each host's VXLAN forwarding entries and
+// neighbours, a ping by address and a lookup of the name from the
+// container, each with how long it took. It is reported only when a heal
+// is slow, which so far has shown only in full CI runs.
+type healTrace struct {
+	done chan struct{}
+	wg   sync.WaitGroup
+	mu   sync.Mutex
+	log  strings.Builder
+}
+
+func startHealTrace(from time.Time, as []*clAgent, ns, ip string) *healTrace {
+	tr := &healTrace{done: make(chan struct{})}
+	note := func(format string, args ...any) {
+		tr.mu.Lock()
+		defer tr.mu.Unlock()
+		fmt.Fprintf(&tr.log, "%7.3fs ", time.Since(from).Seconds())
+		fmt.Fprintf(&tr.log, format, args...)
+		tr.log.WriteString("\n")
+	}
+	timed := func(what string, args ...string) {
+		start := time.Now()
+		out, err := nsExec(ns, args...)
+		note("%s took %v err=%v: %s", what, time.Since(start).Round(time.Millisecond), err, strings.TrimSpace(out))
+	}
+	loop := func(f func()) {
+		tr.wg.Add(1)
+		go func() {
+			defer tr.wg.Done()
+			for {
+				f()
+				select {
+				case <-tr.done:
+					return
+				case <-time.After(100 * time.Millisecond):
+				}
+			}
+		}()
+	}
+	loop(func() {
+		for _, a := range as {
+			fdb := a.fdbDsts()
+			neigh, _ := exec.Command("ip", "netns", "exec", a.h.ns, "ip", "neigh", "show").CombinedOutput()
+			note("%s fdb:\n%s\n%s neigh:\n%s", a.h.name, fdb, a.h.name, strings.TrimSpace(string(neigh)))
+		}
+		cn, _ := nsExec(ns, "ip", "neigh", "show")
+		note("container neigh:\n%s", strings.TrimSpace(cn))
+	})
+	loop(func() { timed("ping -n "+ip, "ping", "-n", "-c1", "-W1", ip) })
+	loop(func() { timed("getent centos-1.testnet", "getent", "ahostsv4", "centos-1.testnet") })
+	loop(func() { timed("ping centos-1.testnet", "ping", "-c1", "-W1", "centos-1.testnet") })
+	return tr
+}
+
+func (tr *healTrace) stop() string {
+	close(tr.done)
+	tr.wg.Wait()
+	return tr.log.String()
 }

@@ -281,10 +281,16 @@ func TestClusterAgents(t *testing.T) {
 		// with h2's names already back on h1 and nothing in h1's agent log:
 		// a data-path delay not yet found. 15 s bounds it meanwhile; the
 		// log line below reports the figure.
-		if _, err := pingUntil(c2, "centos-1.testnet", 15*time.Second-time.Since(healed)); err != nil {
+		trace := startHealTrace(healed, []*clAgent{a1, a2}, c2, ip1)
+		_, err := pingUntil(c2, "centos-1.testnet", 15*time.Second-time.Since(healed))
+		took := time.Since(healed)
+		if report := trace.stop(); err != nil || took > 5*time.Second {
+			t.Logf("slow heal (%v), trace:\n%s", took.Round(time.Millisecond), report)
+		}
+		if err != nil {
 			t.Errorf("centos-2 (h1) → centos-1 (h2) not flowing 15 s after the heal: %v", err)
 		}
-		t.Logf("partition of h2 healed: names and traffic back after %v", time.Since(healed).Round(time.Millisecond))
+		t.Logf("partition of h2 healed: names and traffic back after %v", took.Round(time.Millisecond))
 		clNoDuplicates(t, []*clAgent{a1, a2}, "testnet")
 	})
 
