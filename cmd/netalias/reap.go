@@ -2,7 +2,6 @@ package main
 
 import (
 	"os"
-	"os/exec"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -43,14 +42,22 @@ func spawnReaper(dir string) func() {
 		if err != nil {
 			return
 		}
-		c := exec.Command(self, "--state-dir", dir, "__reap")
-		// Its own session, no CNI_* variables, stdio on /dev/null (a nil
-		// Stdout): a runtime reading the plugin's output must not wait
-		// for the reaper.
-		c.Env = withoutCNIEnv(os.Environ())
-		c.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-		if err := c.Start(); err == nil {
-			c.Process.Release()
+		// Its own session, no CNI_* variables, stdio on /dev/null: a
+		// runtime reading the plugin's output must not wait for the
+		// reaper. syscall.ForkExec, not os/exec: nobody waits for this
+		// child, and os.StartProcess would first probe pidfd support by
+		// forking a child of its own, a second fork on every disconnect
+		// that starts a reaper.
+		null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+		if err != nil {
+			return
 		}
+		defer null.Close()
+		fd := null.Fd()
+		syscall.ForkExec(self, []string{self, "--state-dir", dir, "__reap"}, &syscall.ProcAttr{
+			Env:   withoutCNIEnv(os.Environ()),
+			Files: []uintptr{fd, fd, fd},
+			Sys:   &syscall.SysProcAttr{Setsid: true},
+		})
 	}
 }
