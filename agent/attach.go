@@ -110,6 +110,10 @@ func (m *Manager) Attach(spec AttachSpec) (*Attached, error) {
 		// never read (the plugin was killed after the commit). A whole
 		// attachment is the answer; a damaged one is refused below.
 		if a, err := m.CheckAttachment(spec.Network, spec.ContainerID, spec.IfName); err == nil {
+			// The killed ADD may have died before its event: listeners
+			// (the agent daemon, a cluster publisher) hear it now; a
+			// second connect event for one endpoint changes nothing.
+			m.emit(epEvent("connect", a.Network, a.Endpoint, ""))
 			return a, nil
 		}
 	}

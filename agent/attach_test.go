@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/netalias/netalias/agent/events"
 	"github.com/netalias/netalias/agent/internal/fakekernel"
 	"github.com/netalias/netalias/cni"
 	"github.com/netalias/netalias/state"
@@ -377,9 +378,15 @@ func TestFakeAttachRetriedAdd(t *testing.T) {
 	spec.Aliases = []string{"api"}
 	first := mustAttach(t, m, spec)
 	before := capture(t, m, fk)
+	var heard []events.Event
+	m.emit = func(ev events.Event) { heard = append(heard, ev) }
 	again, err := m.Attach(spec)
 	if err != nil {
 		t.Fatalf("retried ADD: %v", err)
+	}
+	// The first ADD may have been killed before its event went out.
+	if len(heard) != 1 || heard[0].Action != "connect" || heard[0].Endpoint != "web" || heard[0].IPv4 != first.Endpoint.IPv4.String() {
+		t.Errorf("retried ADD sent events %+v, want one connect event for web at %s", heard, first.Endpoint.IPv4)
 	}
 	if again.Endpoint.IPv4 != first.Endpoint.IPv4 || again.Endpoint.IPv6 != first.Endpoint.IPv6 ||
 		again.Endpoint.HostVeth != first.Endpoint.HostVeth || again.Endpoint.MAC != first.Endpoint.MAC {
