@@ -301,6 +301,6 @@ func report(oc, od, nc, nd []time.Duration, roundRC, roundRD float64) {
 		}
 		return "MISSED"
 	}
-	fmt.Printf("\nconnect/setup median ratio       %.3f (median of per-round ratios %.3f; target <= 0.333: %s)\n", rc, roundRC, verdict(rc <= 1.0/3))
-	fmt.Printf("disconnect/teardown median ratio %.3f (median of per-round ratios %.3f; target <= 0.800: %s)\n", rd, roundRD, verdict(rd <= 0.8))
+	fmt.Printf("\nconnect/setup median ratio       %.3f (median of per-round ratios %.3f; target <= 0.25: %s)\n", rc, roundRC, verdict(rc <= 0.25))
+	fmt.Printf("disconnect/teardown median ratio %.3f (median of per-round ratios %.3f; target <= 0.40: %s)\n", rd, roundRD, verdict(rd <= 0.4))
 }
