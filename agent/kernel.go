@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"net"
 	"net/netip"
 
 	"github.com/netalias/netalias/agent/firewall"
@@ -23,6 +24,8 @@ type Links interface {
 	// at max (max when there is none).
 	UplinkMTU(max int) (int, error)
 	CreateBridge(link.Bridge) error
+	// SetBridgeMAC gives an existing bridge its own MAC (link.Bridge.MAC).
+	SetBridgeMAC(name string, mac net.HardwareAddr) error
 	DeleteLink(name string) error // a missing link is not an error
 	GroupMembers(group uint32) ([]string, error)
 	DeleteGroup(group uint32) error
@@ -110,11 +113,14 @@ func (k Kernel) withDefaults() Kernel {
 
 type realLinks struct{}
 
-func (realLinks) LinkNames() (map[string]bool, error)         { return link.LinkNames() }
-func (realLinks) HostPrefixes() ([]netip.Prefix, error)       { return link.HostPrefixes() }
-func (realLinks) UplinkMTU(max int) (int, error)              { return link.UplinkMTU(max) }
-func (realLinks) CreateBridge(b link.Bridge) error            { return link.CreateBridge(b) }
-func (realLinks) DeleteLink(name string) error                { return link.DeleteLink(name) }
+func (realLinks) LinkNames() (map[string]bool, error)   { return link.LinkNames() }
+func (realLinks) HostPrefixes() ([]netip.Prefix, error) { return link.HostPrefixes() }
+func (realLinks) UplinkMTU(max int) (int, error)        { return link.UplinkMTU(max) }
+func (realLinks) CreateBridge(b link.Bridge) error      { return link.CreateBridge(b) }
+func (realLinks) DeleteLink(name string) error          { return link.DeleteLink(name) }
+func (realLinks) SetBridgeMAC(name string, mac net.HardwareAddr) error {
+	return link.SetBridgeMAC(name, mac)
+}
 func (realLinks) GroupMembers(group uint32) ([]string, error) { return link.GroupMembers(group) }
 func (realLinks) DeleteGroup(group uint32) error              { return link.DeleteGroup(group) }
 

@@ -391,6 +391,9 @@ func bridgeOf(n state.Network) link.Bridge {
 	br := link.Bridge{Name: n.Bridge, MTU: n.MTU}
 	if n.Subnet.IsValid() && n.Gateway.IsValid() {
 		br.Gateway = netip.PrefixFrom(n.Gateway, n.Subnet.Bits())
+		// Derived like an endpoint's, from an address no endpoint holds:
+		// the same after the bridge is made again (reboot, reconcile).
+		br.MAC = macFor(n.Gateway)
 	}
 	if n.Subnet6.IsValid() && n.Gateway6.IsValid() {
 		br.Gateway6 = netip.PrefixFrom(n.Gateway6, n.Subnet6.Bits())

@@ -409,3 +409,43 @@ func TestBridgeOf(t *testing.T) {
 		})
 	}
 }
+
+// The bridge is made with a MAC of its own, derived from the gateway (so
+// the same when it is made again), never left to the kernel, which would
+// take its lowest port's and change it as ports come and go.
+func TestBridgeOfPinsTheGatewayMAC(t *testing.T) {
+	n := state.Network{Bridge: "na-x", Subnet: netip.MustParsePrefix("10.201.7.0/24"), Gateway: netip.MustParseAddr("10.201.7.1")}
+	if got := bridgeOf(n).MAC.String(); got != "02:42:0a:c9:07:01" {
+		t.Errorf("bridge MAC %q, want 02:42:0a:c9:07:01", got)
+	}
+	n.Gateway = netip.MustParseAddr("10.201.7.254")
+	if got := bridgeOf(n).MAC.String(); got != "02:42:0a:c9:07:fe" {
+		t.Errorf("bridge MAC %q, want 02:42:0a:c9:07:fe", got)
+	}
+}
+
+// A bridge made by an earlier version (its MAC the kernel's) gets its own
+// at the next command, once; a bridge that has it is left alone.
+func TestFakeReconcilePinsAnOldBridgesMAC(t *testing.T) {
+	m, fk, _ := newFakeManager(t)
+	mustCreate(t, m, NetworkSpec{Name: "n1", Subnet: "10.201.140.0/24"})
+	br := fileOf(t, m, "n1").Network.Bridge
+	old := fk.State().Links[br]
+	old.MAC = "5a:a9:d5:5d:e7:6b"
+	fk.AddLink(br, old)
+	if err := m.Reconcile(); err != nil {
+		t.Fatal(err)
+	}
+	if got := fk.State().Links[br].MAC; got != "02:42:0a:c9:8c:01" {
+		t.Errorf("bridge %s MAC after reconcile %q, want 02:42:0a:c9:8c:01", br, got)
+	}
+	n := len(fk.Calls())
+	if err := m.Reconcile(); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range fk.Calls()[n:] {
+		if strings.HasPrefix(c, "SetBridgeMAC") {
+			t.Errorf("a bridge with its own MAC was set again: %s", c)
+		}
+	}
+}

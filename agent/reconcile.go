@@ -143,10 +143,19 @@ func (m *Manager) syncFirst(snap *store.Snapshot, host map[string]link.Info, r *
 // bridge vanished with their namespaces or are unplugged: pruneEndpoints
 // handles them like any other. It reports whether f changed.
 func (m *Manager) restoreBridge(f *state.File, host map[string]link.Info, r *reconciliation) bool {
-	if _, ok := host[f.Network.Bridge]; !ok {
-		if err := m.k.Links.CreateBridge(bridgeOf(f.Network)); err != nil {
+	want := bridgeOf(f.Network)
+	if in, ok := host[f.Network.Bridge]; !ok {
+		if err := m.k.Links.CreateBridge(want); err != nil {
 			m.log.Warn("bridge not restored", "network", f.Network.Name, "bridge", f.Network.Bridge, "err", err)
 			return false
+		}
+	} else if len(want.MAC) > 0 && in.Kind == "bridge" && in.MAC.String() != want.MAC.String() {
+		// Made by an earlier version, with the MAC the kernel picks and
+		// changes as ports come and go (link.Bridge.MAC): one last change.
+		if err := m.k.Links.SetBridgeMAC(want.Name, want.MAC); err != nil {
+			m.log.Warn("bridge keeps a MAC that follows its ports", "network", f.Network.Name, "bridge", want.Name, "err", err)
+		} else {
+			m.log.Info("bridge given its own MAC", "network", f.Network.Name, "bridge", want.Name, "mac", want.MAC.String())
 		}
 	}
 	if f.Op != state.OpCreating || !r.firewallOK {

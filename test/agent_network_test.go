@@ -1,6 +1,7 @@
 package test
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"slices"
@@ -275,5 +276,63 @@ func TestAgentAutoSubnetAndMTU(t *testing.T) {
 	e.must("connect", a, ns)
 	if out, _ := agExec(ns, "ip", "-o", "link", "show", "eth0"); !strings.Contains(out, "mtu 1400") {
 		t.Errorf("eth0: %q, want mtu 1400", out)
+	}
+}
+
+// The gateway keeps its MAC while containers come and go: a bridge left
+// to the kernel takes its lowest port's MAC and changes it with its ports,
+// and every container's cached neighbour entry for the gateway then goes
+// unanswered until it expires (5-10 s of lost DNS and routed traffic; seen
+// as a slow partition heal in the cluster test).
+func TestAgentGatewayKeepsItsMAC(t *testing.T) {
+	e := newAgentEnv(t)
+	sub, _, _ := agNextSubnet()
+	net := "testnet" + agRand()[:4]
+	e.network(net, "--subnet", sub)
+	n := e.file(net).Network
+	want := fmt.Sprintf("02:42:%02x:%02x:%02x:%02x", n.Gateway.As4()[0], n.Gateway.As4()[1], n.Gateway.As4()[2], n.Gateway.As4()[3])
+	gwMAC := func(ns string) string {
+		if err := agPing(ns, n.Gateway.String()); err != nil {
+			t.Fatalf("%s cannot ping its gateway %s: %v", ns, n.Gateway, err)
+		}
+		out, _ := agExec(ns, "ip", "neigh", "show", n.Gateway.String())
+		f := strings.Fields(out)
+		for i := range f {
+			if f[i] == "lladdr" && i+1 < len(f) {
+				return f[i+1]
+			}
+		}
+		t.Fatalf("%s has no neighbour entry for its gateway: %q", ns, out)
+		return ""
+	}
+	var nss []string
+	for i := 0; i < 4; i++ {
+		ns := agNetns(t)
+		e.must("connect", net, ns)
+		nss = append(nss, ns)
+	}
+	if got := gwMAC(nss[0]); got != want {
+		t.Errorf("gateway MAC seen from %s: %s, want %s (from the gateway address)", nss[0], got, want)
+	}
+	for _, ns := range nss[1:] {
+		e.must("disconnect", net, ns)
+	}
+	late := agNetns(t)
+	e.must("connect", net, late)
+	b, err := os.ReadFile("/sys/class/net/" + n.Bridge + "/address")
+	if got := strings.TrimSpace(string(b)); err != nil || got != want {
+		t.Errorf("bridge %s MAC after containers left and came: %q %v, want %s", n.Bridge, got, err, want)
+	}
+	if got := gwMAC(late); got != want {
+		t.Errorf("gateway MAC seen from %s: %s, want %s", late, got, want)
+	}
+	// A bridge made by an earlier version has the kernel's MAC: the next
+	// command gives it its own.
+	if out, err := exec.Command("ip", "link", "set", n.Bridge, "address", "5a:a9:d5:5d:e7:6b").CombinedOutput(); err != nil {
+		t.Fatalf("set an old MAC on %s: %v %s", n.Bridge, err, out)
+	}
+	e.must("connect", net, agNetns(t))
+	if b, err := os.ReadFile("/sys/class/net/" + n.Bridge + "/address"); strings.TrimSpace(string(b)) != want {
+		t.Errorf("bridge %s MAC after the next command: %q %v, want %s", n.Bridge, b, err, want)
 	}
 }

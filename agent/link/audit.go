@@ -2,6 +2,7 @@ package link
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 
 	"github.com/netalias/netalias/agent/netns"
@@ -19,7 +20,8 @@ type Info struct {
 	// ("" when it is not paired with a host link).
 	Peer  string
 	Up    bool
-	Addrs []netip.Prefix // inside a namespace only (global scope)
+	MAC   net.HardwareAddr // host links only
+	Addrs []netip.Prefix   // inside a namespace only (global scope)
 }
 
 // HostLinks lists the host's links by name (one dump).
@@ -36,7 +38,7 @@ func HostLinks() (map[string]Info, error) {
 	for _, l := range links {
 		a := l.Attrs()
 		out[a.Name] = Info{Name: a.Name, Kind: l.Type(), Master: byIndex[a.MasterIndex], Group: a.Group,
-			Up: a.Flags&1 != 0}
+			Up: a.Flags&1 != 0, MAC: a.HardwareAddr}
 	}
 	return out, nil
 }

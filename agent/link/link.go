@@ -6,6 +6,7 @@
 package link
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -86,6 +87,13 @@ type Bridge struct {
 	MTU      int
 	Gateway  netip.Prefix // gateway address with the subnet's prefix length
 	Gateway6 netip.Prefix // invalid unless dual-stack
+	// MAC, when set, is the bridge's own address. Left to the kernel, a
+	// bridge takes the lowest MAC among its ports and changes it when such
+	// a port comes or goes (a container leaving, a VXLAN device made):
+	// every container's cached neighbour entry for the gateway then
+	// points nowhere until it expires and re-resolves, 5-10 s of DNS and
+	// routed traffic lost. An address set once keeps (as Docker sets one).
+	MAC net.HardwareAddr
 }
 
 // CreateBridge makes the bridge, puts the gateway addresses on it and
@@ -96,6 +104,7 @@ func CreateBridge(b Bridge) (err error) {
 	la := netlink.NewLinkAttrs()
 	la.Name = b.Name
 	la.MTU = b.MTU
+	la.HardwareAddr = b.MAC
 	br := &netlink.Bridge{LinkAttrs: la}
 	if err := netlink.LinkAdd(br); err != nil {
 		if errors.Is(err, unix.EEXIST) {
@@ -122,6 +131,11 @@ func ConfigureBridge(b Bridge) error {
 	if l.Type() != "bridge" {
 		return fmt.Errorf("%q exists but is not a bridge", b.Name)
 	}
+	if len(b.MAC) > 0 && !bytes.Equal(l.Attrs().HardwareAddr, b.MAC) {
+		if err := SetBridgeMAC(b.Name, b.MAC); err != nil {
+			return err
+		}
+	}
 	if b.Gateway6.IsValid() {
 		// No router advertisements or DAD games on our bridge: the gateway
 		// address must be usable at once.
@@ -143,6 +157,18 @@ func ConfigureBridge(b Bridge) error {
 	}
 	if err := netlink.LinkSetUp(l); err != nil {
 		return fmt.Errorf("bring bridge %s up: %w", b.Name, err)
+	}
+	return nil
+}
+
+// SetBridgeMAC gives the existing bridge name the address mac.
+func SetBridgeMAC(name string, mac net.HardwareAddr) error {
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		return fmt.Errorf("bridge %s: %w", name, err)
+	}
+	if err := netlink.LinkSetHardwareAddr(l, mac); err != nil {
+		return fmt.Errorf("set MAC %s on bridge %s: %w", mac, name, err)
 	}
 	return nil
 }

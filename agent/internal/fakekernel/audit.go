@@ -2,6 +2,7 @@ package fakekernel
 
 import (
 	"fmt"
+	"net"
 	"slices"
 	"strings"
 
@@ -16,7 +17,11 @@ func (k *Kernel) HostLinks() (map[string]link.Info, error) {
 	defer k.mu.Unlock()
 	out := map[string]link.Info{}
 	for n, l := range k.s.Links {
-		out[n] = link.Info{Name: n, Kind: l.Kind, Master: l.Master, Group: l.Group, Up: l.Up}
+		in := link.Info{Name: n, Kind: l.Kind, Master: l.Master, Group: l.Group, Up: l.Up}
+		if l.MAC != "" {
+			in.MAC, _ = net.ParseMAC(l.MAC)
+		}
+		out[n] = in
 	}
 	return out, nil
 }

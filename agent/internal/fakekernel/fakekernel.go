@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net"
 	"net/netip"
 	"path/filepath"
 	"slices"
@@ -31,6 +32,7 @@ var ErrInjected = errors.New("injected failure")
 type Link struct {
 	Kind   string // "bridge" or "veth"
 	MTU    int
+	MAC    string // bridge only: the address it was made with ("": the kernel's)
 	Master string // bridge a veth is plugged into
 	Group  uint32
 	Up     bool
@@ -213,12 +215,30 @@ func (k *Kernel) CreateBridge(b link.Bridge) error {
 		return fmt.Errorf("bridge %s already exists", b.Name)
 	}
 	l := Link{Kind: "bridge", MTU: b.MTU, Up: true}
+	if len(b.MAC) > 0 {
+		l.MAC = b.MAC.String()
+	}
 	for _, g := range []netip.Prefix{b.Gateway, b.Gateway6} {
 		if g.IsValid() {
 			l.Addrs = append(l.Addrs, g)
 		}
 	}
 	k.s.Links[b.Name] = l
+	return nil
+}
+
+func (k *Kernel) SetBridgeMAC(name string, mac net.HardwareAddr) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if err := k.call("SetBridgeMAC %s", name); err != nil {
+		return err
+	}
+	l, ok := k.s.Links[name]
+	if !ok || l.Kind != "bridge" {
+		return fmt.Errorf("bridge %s: Link not found", name)
+	}
+	l.MAC = mac.String()
+	k.s.Links[name] = l
 	return nil
 }
 
