@@ -314,7 +314,8 @@ func startHealTrace(from time.Time, as []*clAgent, ns, ip string) *healTrace {
 		for _, a := range as {
 			fdb := a.fdbDsts()
 			neigh, _ := exec.Command("ip", "netns", "exec", a.h.ns, "ip", "neigh", "show").CombinedOutput()
-			note("%s fdb:\n%s\n%s neigh:\n%s", a.h.name, fdb, a.h.name, strings.TrimSpace(string(neigh)))
+			links, _ := exec.Command("ip", "netns", "exec", a.h.ns, "sh", "-c", "ip -br link show type bridge; ip -br -d link show type vxlan").CombinedOutput()
+			note("%s fdb:\n%s\n%s neigh:\n%s\n%s bridges and VXLAN devices:\n%s", a.h.name, fdb, a.h.name, strings.TrimSpace(string(neigh)), a.h.name, strings.TrimSpace(string(links)))
 		}
 		cn, _ := nsExec(ns, "ip", "neigh", "show")
 		note("container neigh:\n%s", strings.TrimSpace(cn))
