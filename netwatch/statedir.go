@@ -13,8 +13,8 @@ import (
 	"github.com/fsnotify/fsnotify"
 
 	"github.com/netalias/netalias/internal/backoff"
-	"github.com/netalias/netalias/state/syncack"
 	"github.com/netalias/netalias/state"
+	"github.com/netalias/netalias/state/syncack"
 )
 
 // StateDir follows the agent's state directory: one file per network in

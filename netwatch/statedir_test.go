@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/netalias/netalias/state/syncack"
 	"github.com/netalias/netalias/state"
+	"github.com/netalias/netalias/state/syncack"
 )
 
 const testID = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"

@@ -55,7 +55,17 @@ type Source struct {
 	stale  atomic.Bool
 
 	netNames map[string]string // network id → name; only Run's goroutine
+	// recheck takes containers to inspect again a little later (see
+	// healthRechecks); made per session, used by Run's goroutine only.
+	recheck chan string
 }
+
+// healthRechecks are when a container is inspected again after a Podman
+// health_status event: Podman 4.3 logs the event before it records the
+// check's result (the status the event carries is the previous one), so
+// an inspect made at once can read the old status, and no later event
+// comes to correct it.
+var healthRechecks = []time.Duration{250 * time.Millisecond, time.Second}
 
 var _ netwatch.Source = (*Source)(nil)
 
@@ -160,6 +170,7 @@ func (s *Source) session(ctx context.Context, sink netwatch.Sink) (synced bool, 
 	// file (every 250 ms); reading that file ourselves, when it is here,
 	// learns of a change within milliseconds. It only says which container
 	// to re-inspect: the API stream stays the authority.
+	s.recheck = make(chan string, 64)
 	var nudges <-chan string
 	if s.isPodman(ctx) {
 		nudges = followPodmanLog(ctx, PodmanEventsLog, s.log())
@@ -202,6 +213,10 @@ func (s *Source) session(ctx context.Context, sink netwatch.Sink) (synced bool, 
 				continue
 			}
 			if err := s.handle(ctx, m, sink, ev); err != nil {
+				return true, err
+			}
+		case id := <-s.recheck:
+			if err := s.refresh(ctx, m, sink, id); err != nil {
 				return true, err
 			}
 		case id, ok := <-nudges:
@@ -443,6 +458,7 @@ func (s *Source) health(ctx context.Context, m *model, sink netwatch.Sink, actor
 	status, named := strings.CutPrefix(action, ":")
 	h, ok := netwatch.ParseHealth(strings.TrimSpace(status))
 	if !named || !ok {
+		s.recheckLater(actor)
 		return s.refresh(ctx, m, sink, actor)
 	}
 	id := m.resolveID(actor)
@@ -455,6 +471,23 @@ func (s *Source) health(ctx context.Context, m *model, sink netwatch.Sink, actor
 	}
 	s.publish(m, sink, touched)
 	return nil
+}
+
+// recheckLater asks Run's loop to inspect id again at each of
+// healthRechecks; a full queue drops the ask (the next event asks again).
+func (s *Source) recheckLater(id string) {
+	ch := s.recheck
+	if ch == nil {
+		return
+	}
+	for _, d := range healthRechecks {
+		time.AfterFunc(d, func() {
+			select {
+			case ch <- id:
+			default:
+			}
+		})
+	}
 }
 
 // refresh re-inspects one container and republishes the networks whose

@@ -518,3 +518,23 @@ func TestSourcePodmanHealthEvent(t *testing.T) {
 	f.emit(events.Message{Type: events.ContainerEventType, Action: events.ActionHealthStatus, Actor: events.Actor{ID: a}, TimeNano: time.Now().UnixNano()})
 	waitFor(t, "healthy after re-inspect", func() bool { return sink.health("testnet", "p1") == "healthy" })
 }
+
+// Podman 4.3 logs a health_status event before it records the check's
+// result: an inspect made at once reads the old status. The source
+// inspects again a little later, with no further event.
+func TestSourcePodmanHealthEventBeforeResult(t *testing.T) {
+	f := newFakeEngine(t)
+	f.nets["n1"] = testnet
+	a := strings.Repeat("c3", 32)
+	js := func(st string) string {
+		return fmt.Sprintf(`{"Id":%q,"Name":"/p2","State":{"Running":true,"Health":{"Status":%q,"FailingStreak":0,"Log":null}},"Config":{},"HostConfig":{},
+	 "NetworkSettings":{"Networks":{"testnet":{"IPAddress":"10.9.0.4"}}}}`, a, st)
+	}
+	f.setCtr(a, js("healthy"))
+	_, sink := runSource(t, f)
+	waitFor(t, "healthy at first", func() bool { return sink.health("testnet", "p2") == "healthy" })
+	f.emit(events.Message{Type: events.ContainerEventType, Action: events.ActionHealthStatus, Actor: events.Actor{ID: a}, TimeNano: time.Now().UnixNano()})
+	time.Sleep(50 * time.Millisecond) // the event's inspect has read "healthy"
+	f.setCtr(a, js("unhealthy"))      // the result recorded after the event
+	waitFor(t, "unhealthy without another event", func() bool { return sink.health("testnet", "p2") == "unhealthy" })
+}
