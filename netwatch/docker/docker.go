@@ -157,6 +157,7 @@ func (s *Source) session(ctx context.Context, sink netwatch.Sink) (synced bool, 
 	if err := s.ping(ctx); err != nil {
 		return false, err
 	}
+	s.recheck = make(chan string, 64) // a session's re-inspections end with it
 	// Subscribe before listing, and ask for a little history, so nothing
 	// that happens during the listing is missed. Replayed events are
 	// harmless: every event re-inspects the current state.
@@ -170,7 +171,6 @@ func (s *Source) session(ctx context.Context, sink netwatch.Sink) (synced bool, 
 	// file (every 250 ms); reading that file ourselves, when it is here,
 	// learns of a change within milliseconds. It only says which container
 	// to re-inspect: the API stream stays the authority.
-	s.recheck = make(chan string, 64)
 	var nudges <-chan string
 	if s.isPodman(ctx) {
 		nudges = followPodmanLog(ctx, PodmanEventsLog, s.log())
