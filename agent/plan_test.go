@@ -389,6 +389,9 @@ func TestChooseSubnets(t *testing.T) {
 	}
 }
 
+// The bridge is made with a MAC of its own, derived from the gateway (so
+// the same when it is made again), never left to the kernel, which would
+// take its lowest port's and change it as ports come and go.
 func TestBridgeOf(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
@@ -397,30 +400,21 @@ func TestBridgeOf(t *testing.T) {
 		gw6    string
 		mtu    int
 		bridge string
+		mac    string
 	}{
-		{"v4", state.Network{Bridge: "na-x", MTU: 1500, Subnet: pfx("10.1.0.0/16"), Gateway: addr("10.1.0.1")}, "10.1.0.1/16", "invalid Prefix", 1500, "na-x"},
-		{"dual", state.Network{Bridge: "na-y", MTU: 1400, Subnet: pfx("10.1.0.0/24"), Gateway: addr("10.1.0.1"), Subnet6: pfx("fd00::/64"), Gateway6: addr("fd00::1")}, "10.1.0.1/24", "fd00::1/64", 1400, "na-y"},
+		{"v4", state.Network{Bridge: "na-x", MTU: 1500, Subnet: pfx("10.1.0.0/16"), Gateway: addr("10.1.0.1")}, "10.1.0.1/16", "invalid Prefix", 1500, "na-x", "02:42:0a:01:00:01"},
+		{"v4 last host", state.Network{Bridge: "na-z", MTU: 1500, Subnet: pfx("10.201.7.0/24"), Gateway: addr("10.201.7.254")}, "10.201.7.254/24", "invalid Prefix", 1500, "na-z", "02:42:0a:c9:07:fe"},
+		{"dual", state.Network{Bridge: "na-y", MTU: 1400, Subnet: pfx("10.1.0.0/24"), Gateway: addr("10.1.0.1"), Subnet6: pfx("fd00::/64"), Gateway6: addr("fd00::1")}, "10.1.0.1/24", "fd00::1/64", 1400, "na-y", "02:42:0a:01:00:01"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := bridgeOf(tc.n)
 			if b.Name != tc.bridge || b.MTU != tc.mtu || b.Gateway.String() != tc.gw || b.Gateway6.String() != tc.gw6 {
 				t.Errorf("bridge %+v", b)
 			}
+			if b.MAC.String() != tc.mac {
+				t.Errorf("bridge MAC %q, want %s", b.MAC, tc.mac)
+			}
 		})
-	}
-}
-
-// The bridge is made with a MAC of its own, derived from the gateway (so
-// the same when it is made again), never left to the kernel, which would
-// take its lowest port's and change it as ports come and go.
-func TestBridgeOfPinsTheGatewayMAC(t *testing.T) {
-	n := state.Network{Bridge: "na-x", Subnet: netip.MustParsePrefix("10.201.7.0/24"), Gateway: netip.MustParseAddr("10.201.7.1")}
-	if got := bridgeOf(n).MAC.String(); got != "02:42:0a:c9:07:01" {
-		t.Errorf("bridge MAC %q, want 02:42:0a:c9:07:01", got)
-	}
-	n.Gateway = netip.MustParseAddr("10.201.7.254")
-	if got := bridgeOf(n).MAC.String(); got != "02:42:0a:c9:07:fe" {
-		t.Errorf("bridge MAC %q, want 02:42:0a:c9:07:fe", got)
 	}
 }
 

@@ -6,7 +6,6 @@
 package link
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -130,11 +129,6 @@ func ConfigureBridge(b Bridge) error {
 	}
 	if l.Type() != "bridge" {
 		return fmt.Errorf("%q exists but is not a bridge", b.Name)
-	}
-	if len(b.MAC) > 0 && !bytes.Equal(l.Attrs().HardwareAddr, b.MAC) {
-		if err := SetBridgeMAC(b.Name, b.MAC); err != nil {
-			return err
-		}
 	}
 	if b.Gateway6.IsValid() {
 		// No router advertisements or DAD games on our bridge: the gateway

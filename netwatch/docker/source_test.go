@@ -502,16 +502,20 @@ func TestSourceHealthEvents(t *testing.T) {
 	}
 }
 
+// healthInspect is the inspect of running container id, named name, at ip
+// on testnet, with health status st.
+func healthInspect(id, name, ip, st string) string {
+	return fmt.Sprintf(`{"Id":%q,"Name":"/%s","State":{"Running":true,"Health":{"Status":%q,"FailingStreak":0,"Log":null}},"Config":{},"HostConfig":{},
+	 "NetworkSettings":{"Networks":{"testnet":{"IPAddress":%q}}}}`, id, name, st, ip)
+}
+
 // Podman 4.3's compat stream says only "health_status" (and the status it
 // carries elsewhere is the previous one): the source re-inspects.
 func TestSourcePodmanHealthEvent(t *testing.T) {
 	f := newFakeEngine(t)
 	f.nets["n1"] = testnet
 	a := strings.Repeat("b2", 32)
-	js := func(st string) string {
-		return fmt.Sprintf(`{"Id":%q,"Name":"/p1","State":{"Running":true,"Health":{"Status":%q,"FailingStreak":0,"Log":null}},"Config":{},"HostConfig":{},
-	 "NetworkSettings":{"Networks":{"testnet":{"IPAddress":"10.9.0.3"}}}}`, a, st)
-	}
+	js := func(st string) string { return healthInspect(a, "p1", "10.9.0.3", st) }
 	f.setCtr(a, js("starting"))
 	_, sink := runSource(t, f)
 	f.setCtr(a, js("healthy"))
@@ -526,10 +530,7 @@ func TestSourcePodmanHealthEventBeforeResult(t *testing.T) {
 	f := newFakeEngine(t)
 	f.nets["n1"] = testnet
 	a := strings.Repeat("c3", 32)
-	js := func(st string) string {
-		return fmt.Sprintf(`{"Id":%q,"Name":"/p2","State":{"Running":true,"Health":{"Status":%q,"FailingStreak":0,"Log":null}},"Config":{},"HostConfig":{},
-	 "NetworkSettings":{"Networks":{"testnet":{"IPAddress":"10.9.0.4"}}}}`, a, st)
-	}
+	js := func(st string) string { return healthInspect(a, "p2", "10.9.0.4", st) }
 	f.setCtr(a, js("healthy"))
 	_, sink := runSource(t, f)
 	waitFor(t, "healthy at first", func() bool { return sink.health("testnet", "p2") == "healthy" })

@@ -114,11 +114,12 @@ func (g gate) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Msg) (i
 // answer: see metricsShortcut), though: netalias alone fits the starting
 // stack the runtime sizes from the stacks it has seen, and growing anyway
 // costs a copy per query (under dnsperf, Go 1.26: stack growth 10-11% of
-// the server's CPU time with this, 2-3% without). With errors and prometheus in front (cache runs after
-// netalias), their frames and the reply's write path no longer fit a 4 KiB
-// stack, so it grows on every query anyway: 5-7% of the CPU time with this,
-// 8.5-11% without (first in answerCounters.get, then in the reply's
-// allocation when get's frame was made small).
+// the server's CPU time with this, 2-3% without). With errors and
+// prometheus in front (cache runs after netalias), their frames and the
+// reply's write path no longer fit a 4 KiB stack, so it grows on every
+// query anyway: 5-7% of the CPU time with this, 8.5-11% without (first in
+// answerCounters.get, then in the reply's allocation when get's frame was
+// made small).
 //
 //go:noinline
 func growStack(i int) byte {
